@@ -1,0 +1,1 @@
+"""pyode: a from-scratch Neural ODE engine."""
