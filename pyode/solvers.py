@@ -1,0 +1,572 @@
+"""The readable NumPy integrator: explicit Runge–Kutta steps, step-size control, dense output.
+
+Every sample of a batch ``y`` of shape (B, D) is its own initial value problem: it carries its
+own time ``t[b]``, step size ``h[b]`` and step counts, and nothing it computes depends on the
+other samples (per-sample step control). The field is evaluated on the still-active samples at
+their own times, so fields receive ``t`` as an array (B,) of per-sample times.
+
+Tolerances
+----------
+Adaptive methods keep the local error estimate ``err`` (from the embedded pair, ``b_err``) of
+every step below 1 in the scaled root-mean-square norm (HNW I, §II.4, eq. (4.11))
+
+    ‖err‖ = sqrt( mean_i ( err_i / (atol + rtol · max(|y_i|, |y_new_i|)) )² ),
+
+taken over the D components of one sample. ``rtol`` is a relative tolerance (dimensionless),
+``atol`` an absolute one in the units of ``y`` (a float, or an array (D,) per component).
+Design decision: torchdiffeq, scipy and diffrax all use this mixed scaling with the max of old
+and new |y|; torchdiffeq (by default) and diffrax take the RMS over the whole state, scipy the
+RMS too — we take it per sample, which is what makes samples independent.
+"""
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import NonFiniteError, StepSizeUnderflowError, TooManyStepsError
+from .tableaus import get_tableau
+
+# Step-size controller constants (HNW I, §II.4, eq. (4.13)); the same values as scipy's RK45.
+SAFETY = 0.9            # aim a little below the error target so the next step is accepted
+MIN_FACTOR = 0.2        # never shrink a step by more than 5x at once (error estimate unreliable)
+MAX_FACTOR = 10.0       # never grow a step by more than 10x at once
+DEFAULT_MAX_NUM_STEPS = 100_000   # attempted steps (accepted + rejected) per sample
+_UNDERFLOW_ULPS = 10    # a step below this many ulps of t cannot move t: give up
+
+
+@dataclass
+class SolveInfo:
+    """Statistics of one :func:`odeint` call.
+
+    Attributes
+    ----------
+    nfev : int or ndarray of int, shape (B,)
+        Evaluations of the field per sample. Adaptive FSAL methods (dopri5, bosh3):
+        ``nfev = 1 + n_init + (s − 1)·(n_accepted + n_rejected)`` where s is the number of
+        stages (7 for dopri5, 4 for bosh3) and ``n_init`` is 1 when the first step is chosen by
+        Hairer's algorithm (one probe evaluation) and 0 when ``options['first_step']`` is given.
+        Fixed-step methods: ``nfev = s · n_accepted``.
+    n_accepted, n_rejected : int or ndarray of int, shape (B,)
+        Accepted and rejected steps per sample (ints for a 1-D ``y0``).
+    method : str
+    """
+
+    nfev: object
+    n_accepted: object
+    n_rejected: object
+    method: str
+
+    def __getitem__(self, key):
+        return getattr(self, key)
+
+
+# ---------------------------------------------------------------------------------------------
+# One step
+# ---------------------------------------------------------------------------------------------
+
+def rk_step(ev, t, y, h, t_new, k1, tab, K):
+    """Take one explicit Runge–Kutta step of every sample (HNW I, §II.1, eq. (1.8)).
+
+    Stage i is ``K[i] = f(t + c_i h, y + h Σ_{j<i} A_ij K[j])`` with ``K[0] = k1 = f(t, y)``.
+
+    Parameters
+    ----------
+    ev : callable
+        ``ev(t, y)`` with ``t`` (n,) and ``y`` (n, D) → (n, D).
+    t, h, t_new : ndarray, shape (n,)
+        Step start, signed step size and step end (``t_new`` is ``t + h`` except when the step
+        was clipped to land exactly on the final time).
+    y, k1 : ndarray, shape (n, D)
+    tab : ButcherTableau
+    K : ndarray, shape (s, n, D)
+        Stage buffer, filled in place.
+
+    Returns
+    -------
+    y_new : ndarray, shape (n, D)
+    """
+    c, A = tab.c, tab.A
+    hy = h.astype(y.dtype)[:, None]
+    K[0] = k1
+    y_new = None
+    for i in range(1, tab.n_stages):
+        y_i = y + hy * np.tensordot(A[i, :i].astype(y.dtype), K[:i], axes=1)
+        t_i = t_new if c[i] == 1.0 else t + c[i] * h
+        K[i] = ev(t_i, y_i)
+        y_new = y_i
+    if not tab.fsal:
+        y_new = y + hy * np.tensordot(tab.b.astype(y.dtype), K, axes=1)
+    # FSAL: the last stage input y + h Σ A_sj K_j equals y + h Σ b_j K_j, and K[-1] = f(t_new,
+    # y_new) becomes the next step's k1.
+    return y_new
+
+
+def error_norm(err, y, y_new, rtol, atol, mask=None):
+    """Scaled RMS norm of the error estimate per sample (module docstring, "Tolerances").
+
+    Parameters
+    ----------
+    err, y, y_new : ndarray, shape (n, D)
+    rtol : float
+    atol : float or ndarray, shape (D,)
+    mask : ndarray of bool, shape (D,), optional
+        Components that enter the norm (all by default).
+
+    Returns
+    -------
+    ndarray, shape (n,)
+    """
+    scale = atol + rtol * np.maximum(np.abs(y), np.abs(y_new))
+    ratio = err / scale
+    if mask is not None:
+        ratio = ratio[:, mask]
+    return np.sqrt(np.mean(np.square(ratio), axis=1))
+
+
+def step_factor(err_norm, error_order, accepted):
+    """Multiplier of the step size: SAFETY · ‖err‖^(−1/(q+1)), bounded to [MIN, MAX].
+
+    q is the order of the embedded (lower-order) solution. After a rejected step the factor is
+    at most 1; an error of exactly zero gives MAX_FACTOR; a non-finite error gives MIN_FACTOR.
+    """
+    exponent = -1.0 / (error_order + 1)
+    safe = np.where(np.isfinite(err_norm), np.maximum(err_norm, 1e-300), 1.0)
+    factor = np.clip(SAFETY * safe ** exponent, MIN_FACTOR, MAX_FACTOR)
+    factor = np.where(accepted, factor, np.minimum(factor, 1.0))
+    return np.where(np.isfinite(err_norm), factor, MIN_FACTOR)
+
+
+def initial_step(ev, t0, y0, f0, t_end, error_order, rtol, atol):
+    """Hairer's starting step size (HNW I, §II.4, p. 169), per sample, as a magnitude.
+
+    d0 = ‖y0‖, d1 = ‖f0‖ (scaled by atol + rtol|y0|); h0 = 0.01 d0/d1 (1e-6 if either is
+    below 1e-5); one explicit Euler probe gives d2 = ‖f(t0 + h0, y0 + h0 f0) − f0‖ / h0; then
+    h1 = (0.01 / max(d1, d2))^(1/(q+1)) and h = min(100 h0, h1). Every step is clipped to the
+    integration interval so the probe never evaluates f outside [t0, t_end].
+
+    Returns
+    -------
+    h : ndarray, shape (n,)
+        Positive step magnitudes, in the units of t.
+    """
+    span = np.abs(t_end - t0)
+    direction = np.sign(t_end - t0)
+    scale = atol + rtol * np.abs(y0)
+    d0 = np.sqrt(np.mean(np.square(y0 / scale), axis=1))
+    d1 = np.sqrt(np.mean(np.square(f0 / scale), axis=1))
+    small = (d0 < 1e-5) | (d1 < 1e-5)
+    h0 = np.where(small, 1e-6, 0.01 * d0 / np.where(small, 1.0, d1))
+    h0 = np.minimum(h0, span)
+    y1 = y0 + (direction * h0).astype(y0.dtype)[:, None] * f0
+    with np.errstate(over="ignore", invalid="ignore"):
+        f1 = ev(t0 + direction * h0, y1)
+        d2 = np.sqrt(np.mean(np.square((f1 - f0) / scale), axis=1)) / h0
+    dmax = np.maximum(d1, d2)
+    tiny = dmax <= 1e-15
+    h1 = np.where(tiny, np.maximum(1e-6, h0 * 1e-3),
+                  (0.01 / np.where(tiny, 1.0, dmax)) ** (1.0 / (error_order + 1)))
+    h = np.minimum(np.minimum(100.0 * h0, h1), span)
+    # A non-finite probe (the field failed near t0) says nothing: start from h0 and let the
+    # rejections shrink it.
+    return np.where(np.isfinite(h) & (h > 0), h, h0)
+
+
+def dense_output(tab, y, h, K, theta):
+    """Continuous extension y(t + θh) = y + h Σᵢ bᵢ(θ) Kᵢ (``tab.P``, HNW I, §II.6).
+
+    Parameters
+    ----------
+    y : ndarray, shape (n, D)
+    h, theta : ndarray, shape (n,)
+    K : ndarray, shape (s, n, D)
+    """
+    powers = np.stack([theta, theta ** 2, theta ** 3, theta ** 4], axis=1)  # (n, 4)
+    weights = powers @ tab.P.T                                              # (n, s)
+    return y + (h[:, None] * np.einsum("ns,snd->nd", weights, K)).astype(y.dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# Integration loops
+# ---------------------------------------------------------------------------------------------
+
+def _raise_if_nonfinite(values, t, h, nfev):
+    """Raise NonFiniteError for the first sample of ``values`` (n, D) that is not finite."""
+    bad = ~np.all(np.isfinite(values), axis=1)
+    if np.any(bad):
+        i = int(np.argmax(bad))
+        raise NonFiniteError("Non-finite state or derivative", t[i], h[i], nfev[i])
+
+
+def integrate_fixed(ev, y0, t_out, tab, step_size):
+    """Fixed-step integration; each output interval is split into equal steps ≤ step_size.
+
+    Design decision: torchdiffeq steps on the grid t0 + k·h and interpolates the outputs; we
+    split every interval [t_{i-1}, t_i] into n = ceil(|Δt| / step_size) equal steps so the last
+    step lands exactly on each output time and nothing is interpolated. When step_size divides
+    the interval the steps are exactly step_size.
+
+    Returns
+    -------
+    ys : ndarray, shape (T, B, D)
+    stats : dict of ndarray (B,) — nfev, n_accepted, n_rejected
+    """
+    T = t_out.shape[0]
+    B, D = y0.shape
+    ys = np.empty((T,) + y0.shape, dtype=y0.dtype)
+    ys[0] = y0
+    y = y0.copy()
+    K = np.empty((tab.n_stages, B, D), dtype=y0.dtype)
+    n_steps = 0
+    for i in range(1, T):
+        span = t_out[i] - t_out[i - 1]
+        n = max(1, int(np.ceil(abs(span) / step_size * (1.0 - 1e-12))))
+        h = span / n
+        for k in range(n):
+            t = t_out[i - 1] + k * h
+            t_new = t_out[i] if k == n - 1 else t + h
+            tt, hh, tn = np.full(B, t), np.full(B, h), np.full(B, t_new)
+            k1 = ev(tt, y)
+            y = rk_step(ev, tt, y, hh, tn, k1, tab, K)
+            n_steps += 1
+            nfev = np.full(B, tab.n_stages * n_steps)
+            _raise_if_nonfinite(np.concatenate([y, K.transpose(1, 0, 2).reshape(B, -1)], 1),
+                                tt, hh, nfev)
+        ys[i] = y
+    stats = dict(nfev=np.full(B, tab.n_stages * n_steps), n_accepted=np.full(B, n_steps),
+                 n_rejected=np.zeros(B, dtype=np.int64))
+    return ys, stats
+
+
+def integrate_adaptive(ev, y0, t_out, tab, rtol, atol, first_step=None,
+                       max_num_steps=DEFAULT_MAX_NUM_STEPS, norm_mask=None):
+    """Adaptive integration with per-sample step control and dense output at ``t_out``.
+
+    Parameters
+    ----------
+    ev : callable
+        ``ev(t, y)``, ``t`` (n,), ``y`` (n, D) → (n, D).
+    y0 : ndarray, shape (B, D)
+    t_out : ndarray, shape (T,)
+        Strictly monotonic output times; the integration runs from t_out[0] to t_out[-1] and is
+        never evaluated outside that interval.
+    tab : ButcherTableau
+        An embedded FSAL pair.
+    rtol, atol : see the module docstring.
+    first_step : float or ndarray (B,), optional
+        Magnitude of the first step (units of t); default: :func:`initial_step`.
+    max_num_steps : int
+        Attempted steps allowed per sample.
+    norm_mask : ndarray of bool, shape (D,), optional
+        Components that enter the error norm (all by default; the adjoint's seminorm uses it).
+
+    Returns
+    -------
+    ys : ndarray, shape (T, B, D)
+    stats : dict of ndarray (B,) — nfev, n_accepted, n_rejected
+    h_last : ndarray, shape (B,)
+        The step size proposed after the last step (magnitude), to start a continuation.
+
+    Raises
+    ------
+    StepSizeUnderflowError, NonFiniteError, TooManyStepsError
+    """
+    T = t_out.shape[0]
+    B, D = y0.shape
+    s = tab.n_stages
+    t_end = t_out[-1]
+    direction = 1.0 if t_end > t_out[0] else -1.0
+    ys = np.empty((T, B, D), dtype=y0.dtype)
+    ys[0] = y0
+    t = np.full(B, t_out[0])
+    y = y0.copy()
+    nfev = np.zeros(B, dtype=np.int64)
+    n_acc = np.zeros(B, dtype=np.int64)
+    n_rej = np.zeros(B, dtype=np.int64)
+
+    k1 = ev(t, y)
+    nfev += 1
+    _raise_if_nonfinite(k1, t, np.zeros(B), nfev)
+    if first_step is None:
+        h = initial_step(ev, t, y, k1, t_end, tab.error_order, rtol, atol)
+        nfev += 1
+    else:
+        h = np.minimum(np.broadcast_to(np.abs(first_step), (B,)).astype(np.float64),
+                       abs(t_end - t_out[0]))
+    h = direction * h
+    nxt = np.ones(B, dtype=np.int64)          # index of the next output time per sample
+    active = np.arange(B)
+
+    while active.size:
+        ta, ya, ha, k1a = t[active], y[active], h[active], k1[active]
+        # Clip the step so it lands exactly on t_end (never evaluate f beyond it).
+        last = direction * ha >= direction * (t_end - ta)
+        ha = np.where(last, t_end - ta, ha)
+        t_new = np.where(last, t_end, ta + ha)
+        K = np.empty((s,) + ya.shape, dtype=y0.dtype)
+        with np.errstate(over="ignore", invalid="ignore"):
+            y_new = rk_step(ev, ta, ya, ha, t_new, k1a, tab, K)
+            err = ha.astype(y0.dtype)[:, None] * np.tensordot(tab.b_err.astype(y0.dtype), K, 1)
+            err_norm = error_norm(err, ya, y_new, rtol, atol, norm_mask)
+        nfev[active] += s - 1
+        finite = np.isfinite(err_norm) & np.all(np.isfinite(y_new), axis=1) \
+            & np.all(np.isfinite(K[-1]), axis=1)
+        accept = finite & (err_norm <= 1.0)
+        factor = step_factor(np.where(finite, err_norm, np.nan), tab.error_order, accept)
+        h_next = ha * factor
+
+        # Rejected steps: shrink and check that the step can still move t.
+        rej = ~accept
+        n_rej[active[rej]] += 1
+        min_step = _UNDERFLOW_ULPS * np.abs(np.spacing(ta))
+        under = rej & (np.abs(h_next) < min_step)
+        if np.any(under):
+            i = int(np.argmax(under))
+            err_cls = StepSizeUnderflowError if finite[i] else NonFiniteError
+            what = "Step size underflow" if finite[i] else \
+                "Non-finite state or derivative (step size shrank to zero around it)"
+            raise err_cls(what, ta[i], h_next[i], nfev[active[i]])
+
+        # Accepted steps: dense output at every output time the step passed, then advance.
+        acc = np.nonzero(accept)[0]
+        if acc.size:
+            rows = active[acc]
+            n_acc[rows] += 1
+            while True:
+                has_out = nxt[rows] < T
+                idx = np.minimum(nxt[rows], T - 1)
+                passed = has_out & (direction * (t_out[idx] - t_new[acc]) <= 0.0)
+                if not np.any(passed):
+                    break
+                sel, r = acc[passed], rows[passed]
+                t_target = t_out[idx[passed]]
+                on_end = t_target == t_new[sel]
+                theta = np.where(on_end, 1.0, (t_target - ta[sel]) / ha[sel])
+                y_out = dense_output(tab, ya[sel], ha[sel], K[:, sel], theta)
+                ys[idx[passed], r] = np.where(on_end[:, None], y_new[sel], y_out)
+                nxt[r] += 1
+            t[rows] = t_new[acc]
+            y[rows] = y_new[acc]
+            k1[rows] = K[-1, acc]
+        # A step clipped to land on t_end says nothing about the step the problem allows: keep
+        # the larger of the proposal and the unclipped step (used to continue the next interval).
+        h_next = np.where(accept & last, direction * np.maximum(np.abs(h_next),
+                                                               np.abs(h[active])), h_next)
+        h[active] = h_next
+
+        too_many = (n_acc[active] + n_rej[active]) >= max_num_steps
+        done = nxt[active] >= T
+        if np.any(too_many & ~done):
+            i = int(np.argmax(too_many & ~done))
+            raise TooManyStepsError(f"Reached max_num_steps={max_num_steps}", t[active[i]],
+                                    h[active[i]], nfev[active[i]])
+        active = active[~done]
+
+    stats = dict(nfev=nfev, n_accepted=n_acc, n_rejected=n_rej)
+    return ys, stats, np.abs(h)
+
+
+# ---------------------------------------------------------------------------------------------
+# Argument checking (the API boundary)
+# ---------------------------------------------------------------------------------------------
+
+_FIXED_OPTIONS = {"step_size"}
+_ADAPTIVE_OPTIONS = {"first_step", "max_num_steps"}
+
+
+def check_times(t):
+    """Validate the output times: 1-D, ≥ 2 entries, finite, strictly monotonic."""
+    t_arr = np.asarray(t, dtype=np.float64)
+    if t_arr.ndim != 1 or t_arr.shape[0] < 2:
+        raise ValueError(f"t must be a 1-D array of at least two times, got shape {t_arr.shape}"
+                         " (give the start time and the output times, e.g. t=[0.0, 1.0])")
+    if not np.all(np.isfinite(t_arr)):
+        raise ValueError(f"t must be finite, got {t_arr}")
+    dt = np.diff(t_arr)
+    if not (np.all(dt > 0) or np.all(dt < 0)):
+        raise ValueError("t must be strictly increasing or strictly decreasing (no repeated "
+                         f"times, no change of direction); got t={t_arr}")
+    return t_arr
+
+
+def check_y0(y0):
+    """Validate the initial state: shape (D,) or (B, D), floating dtype, finite."""
+    y = np.asarray(y0)
+    if y.dtype.kind in "biu":
+        y = y.astype(np.float64)
+    if y.dtype not in (np.float32, np.float64):
+        raise TypeError(f"y0 must be a float32 or float64 array, got dtype {y.dtype}")
+    if y.ndim not in (1, 2) or y.size == 0:
+        raise ValueError(f"y0 must have shape (D,) or (B, D) with D >= 1, got shape {y.shape}")
+    if not np.all(np.isfinite(y)):
+        raise ValueError("y0 contains NaN or inf; the initial state must be finite")
+    return np.ascontiguousarray(y)
+
+
+def check_tolerances(rtol, atol, D, name="rtol/atol"):
+    """Validate rtol (float ≥ 0) and atol (float or (D,) ≥ 0), not both zero."""
+    rtol_f = float(rtol)
+    atol_a = np.asarray(atol, dtype=np.float64)
+    if atol_a.ndim > 1 or (atol_a.ndim == 1 and atol_a.shape[0] != D):
+        raise ValueError(f"atol must be a float or an array of shape ({D},), "
+                         f"got shape {atol_a.shape}")
+    if not np.isfinite(rtol_f) or rtol_f < 0 or np.any(~np.isfinite(atol_a)) \
+            or np.any(atol_a < 0):
+        raise ValueError(f"{name} must be finite and non-negative, got rtol={rtol!r}, "
+                         f"atol={atol!r}")
+    if rtol_f == 0 and np.any(atol_a == 0):
+        raise ValueError(f"{name}: rtol=0 needs atol > 0 in every component, got atol={atol!r}")
+    return rtol_f, (float(atol_a) if atol_a.ndim == 0 else atol_a)
+
+
+def check_options(options, tab):
+    """Validate ``options`` for the method; returns a dict with every key filled in."""
+    if not isinstance(options, (dict, type(None))):
+        raise TypeError(f"options must be a dict or None, got {type(options).__name__}")
+    opts = {} if options is None else dict(options)
+    valid = _ADAPTIVE_OPTIONS if tab.adaptive else _FIXED_OPTIONS
+    for key in opts:
+        if key not in valid:
+            hint = ""
+            if key == "step_size":
+                hint = f" ({tab.name} is adaptive: use 'first_step' for its first step)"
+            elif key in _ADAPTIVE_OPTIONS:
+                hint = f" ({tab.name} is a fixed-step method: give 'step_size')"
+            raise ValueError(f"Unknown option {key!r} for method {tab.name!r}{hint}; valid "
+                             f"options: {', '.join(sorted(valid))}")
+    if not tab.adaptive:
+        if "step_size" not in opts:
+            raise ValueError(f"method={tab.name!r} is a fixed-step method and needs "
+                             "options={'step_size': h} (h > 0, in the units of t)")
+        h = opts["step_size"]
+        if not (np.isscalar(h) and np.isfinite(h) and h > 0):
+            raise ValueError(f"options['step_size'] must be a positive finite float, got {h!r}")
+        return {"step_size": float(h)}
+    first = opts.get("first_step")
+    if first is not None and not (np.isscalar(first) and np.isfinite(first) and first != 0):
+        raise ValueError("options['first_step'] must be a non-zero finite float (its magnitude "
+                         f"is used; the sign follows the direction of t), got {first!r}")
+    max_steps = opts.get("max_num_steps", DEFAULT_MAX_NUM_STEPS)
+    if isinstance(max_steps, bool) or not isinstance(max_steps, (int, np.integer)) \
+            or max_steps < 1:
+        raise ValueError(f"options['max_num_steps'] must be a positive int, got {max_steps!r}")
+    return {"first_step": None if first is None else abs(float(first)),
+            "max_num_steps": int(max_steps)}
+
+
+def batch_field(f, squeeze, y_shape):
+    """Wrap ``f`` as ``ev(t (n,), y (n, D))``; a 1-D problem calls ``f(float, (D,))``.
+
+    Checks the shape of the first result and raises ValueError naming it.
+    """
+    checked = []
+
+    def ev(t, y):
+        out = f(float(t[0]), y[0])[None] if squeeze else f(t, y)
+        out = np.asarray(out)
+        if not checked:
+            want = y.shape[1:] if squeeze else y.shape
+            got = out.shape[1:] if squeeze else out.shape
+            if got != want:
+                raise ValueError(f"the vector field returned shape {got} for a state of shape "
+                                 f"{want}; f(t, y) must return dy/dt with the shape of y")
+            checked.append(True)
+        return out.astype(y.dtype, copy=False)
+
+    return ev
+
+
+# ---------------------------------------------------------------------------------------------
+# Public entry point
+# ---------------------------------------------------------------------------------------------
+
+BACKENDS = ("auto", "numpy", "numba")
+
+
+def _use_kernels(f, backend, tab):
+    """Decide whether the Numba kernels run this call (built-in nn fields only)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend={backend!r} is not known; valid backends: "
+                         f"{', '.join(BACKENDS)}")
+    if backend == "numpy":
+        return False
+    from . import nn
+    is_nn = isinstance(f, nn.Sequential)
+    if backend == "numba" and not is_nn:
+        raise ValueError("backend='numba' runs built-in pyode.nn fields only; this field is a "
+                         f"{type(f).__name__}: use backend='numpy' (or 'auto')")
+    if not is_nn:
+        return False
+    return backend == "numba" or getattr(f, "backend", "numba") == "numba"
+
+
+def odeint(f, y0, t, method="dopri5", rtol=1e-7, atol=1e-9, options=None,
+           full_output=False, backend="auto"):
+    """Integrate dy/dt = f(t, y) and return the solution at the times ``t``.
+
+    Parameters
+    ----------
+    f : vector field
+        ``f(t, y)`` (see the vector-field protocol in the README); ``y`` (D,) or (B, D).
+    y0 : array_like, shape (D,) or (B, D), float32 or float64
+        Initial state at ``t[0]``. Each row of a batch is an independent problem with its own
+        step sizes (per-sample step control).
+    t : array_like, shape (T,), T >= 2
+        Strictly increasing or strictly decreasing output times; ``t[0]`` is the initial time.
+    method : str
+        One of ``pyode.METHODS``: adaptive ``"dopri5"`` (default), ``"bosh3"``; fixed-step
+        ``"euler"``, ``"midpoint"``, ``"rk4"`` (these need ``options={"step_size": h}``).
+    rtol, atol : float (atol may be an array (D,))
+        Relative and absolute tolerances of the adaptive methods (see ``pyode.solvers``).
+    options : dict, optional
+        Fixed-step: ``step_size`` (units of t). Adaptive: ``first_step`` (magnitude, units of
+        t; default Hairer's selection), ``max_num_steps`` (default 100000 attempted steps per
+        sample).
+    full_output : bool
+        Also return a :class:`SolveInfo`.
+    backend : {"auto", "numpy", "numba"}
+        "auto" runs built-in ``nn`` fields on the Numba kernels (unless the field was built
+        with ``backend="numpy"``) and every other field on the NumPy path.
+
+    Returns
+    -------
+    ys : ndarray, shape (T, *y0.shape), dtype of y0
+    info : SolveInfo, only with ``full_output=True``
+
+    Raises
+    ------
+    ValueError
+        Bad ``t``, ``y0``, tolerances, method or options (the message names the argument).
+    StepSizeUnderflowError, NonFiniteError, TooManyStepsError
+        When the integration fails (all subclasses of ``pyode.SolverError``).
+
+    References
+    ----------
+    Hairer, Nørsett & Wanner, Solving Ordinary Differential Equations I (1993), §II.1–II.6.
+    """
+    ys, info = _odeint(f, y0, t, method, rtol, atol, options, backend)
+    return (ys, info) if full_output else ys
+
+
+def _odeint(f, y0, t, method, rtol, atol, options, backend, norm_mask=None):
+    if not callable(f):
+        raise TypeError(f"f must be a vector field (callable as f(t, y)), got {type(f).__name__}")
+    tab = get_tableau(method)
+    t_arr = check_times(t)
+    y = check_y0(y0)
+    squeeze = y.ndim == 1
+    yb = y[None] if squeeze else y
+    rtol, atol = check_tolerances(rtol, atol, yb.shape[1])
+    opts = check_options(options, tab)
+    if _use_kernels(f, backend, tab):
+        from .kernels import rk as krk
+        ys, stats = krk.odeint_nn(f, yb, t_arr, tab, rtol, atol, opts)
+    else:
+        ev = batch_field(f, squeeze, yb.shape)
+        if tab.adaptive:
+            ys, stats, _ = integrate_adaptive(ev, yb, t_arr, tab, rtol, atol, opts["first_step"],
+                                              opts["max_num_steps"], norm_mask)
+        else:
+            ys, stats = integrate_fixed(ev, yb, t_arr, tab, opts["step_size"])
+    if squeeze:
+        ys = ys[:, 0]
+        stats = {k: int(v[0]) for k, v in stats.items()}
+    return ys, SolveInfo(method=tab.name, **stats)
