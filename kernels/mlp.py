@@ -1,0 +1,175 @@
+"""Per-sample MLP forward and VJP for the Numba kernels, driven by an op table.
+
+A built-in ``pyode.nn.Sequential`` is compiled (:func:`op_table`) to an int64 table ``ops`` of
+shape (n_ops, 4) — one row ``[kind, n_in, n_out, offset]`` per layer — and a float64 array
+``opf`` (n_ops,) holding a layer's scalar parameter (ELU's α). The kernels interpret this table
+one sample at a time, so layer widths known only at run time need no recompilation.
+
+Activations ``acts`` (n_ops + 1, max_width): row k is the input of layer k, row n_ops the output.
+These are the same formulas as the layers of ``pyode.nn`` (the readable reference, which the
+tests compare against); the parameter layout is the README's (W row-major, then b).
+"""
+import math
+
+import numpy as np
+from numba import njit
+
+LINEAR, TIME, IDENTITY, TANH, RELU, SOFTPLUS, SIGMOID, ELU, SIN, CUBE = range(10)
+_ACTIVATION_CODES = {"identity": IDENTITY, "tanh": TANH, "relu": RELU, "softplus": SOFTPLUS,
+                     "sigmoid": SIGMOID, "elu": ELU, "sin": SIN, "cube": CUBE}
+
+
+def op_table(f):
+    """Compile the layers of an ``nn.Sequential`` to ``(ops (n_ops, 4) int64, opf (n_ops,))``.
+
+    Raises
+    ------
+    ValueError
+        If a layer has no kernel implementation (use ``backend="numpy"``).
+    """
+    from pyode import nn
+    rows, pars = [], []
+    width = f.n_in
+    for layer in f.layers:
+        if isinstance(layer, nn.Linear):
+            rows.append((LINEAR, layer.n_in, layer.n_out, layer.offset))
+            width = layer.n_out
+        elif isinstance(layer, nn.TimeInput):
+            rows.append((TIME, width, width + 1, 0))
+            width += 1
+        elif getattr(layer, "name", None) in _ACTIVATION_CODES:
+            rows.append((_ACTIVATION_CODES[layer.name], width, width, 0))
+        else:
+            raise ValueError(f"layer {layer!r} has no Numba kernel; build the field with "
+                             "backend='numpy' or pass backend='numpy' to odeint")
+        pars.append(float(getattr(layer, "alpha", 0.0)))
+    return np.array(rows, dtype=np.int64).reshape(-1, 4), np.array(pars, dtype=np.float64)
+
+
+def max_width(ops):
+    """Widest layer input or output of the table (scratch row length)."""
+    return int(max(ops[:, 1].max(), ops[:, 2].max()))
+
+
+@njit(cache=True)
+def activation(kind, x, alpha):
+    """σ(x) for the activation code ``kind`` (formulas as in pyode.nn)."""
+    if kind == TANH:
+        return math.tanh(x)
+    if kind == RELU:
+        return x if x > 0 else x * 0
+    if kind == SOFTPLUS:     # log(1 + eˣ) = max(x, 0) + log1p(e^−|x|), no overflow
+        return math.log1p(math.exp(-abs(x))) + max(x, x * 0)
+    if kind == SIGMOID:
+        return _sigmoid(x)
+    if kind == ELU:
+        return x if x > 0 else alpha * math.expm1(x)
+    if kind == SIN:
+        return math.sin(x)
+    if kind == CUBE:
+        return x * x * x
+    return x
+
+
+@njit(cache=True)
+def _sigmoid(x):
+    e = math.exp(-abs(x))
+    return 1.0 / (1.0 + e) if x >= 0 else e / (1.0 + e)
+
+
+@njit(cache=True)
+def activation_derivative(kind, x, alpha):
+    """σ'(x): the diagonal of the activation's Jacobian."""
+    if kind == TANH:
+        y = math.tanh(x)
+        return 1.0 - y * y
+    if kind == RELU:
+        return 1.0 if x > 0 else 0.0
+    if kind == SOFTPLUS:
+        return _sigmoid(x)
+    if kind == SIGMOID:
+        s = _sigmoid(x)
+        return s * (1.0 - s)
+    if kind == ELU:
+        return 1.0 if x > 0 else alpha * math.exp(x)
+    if kind == SIN:
+        return math.cos(x)
+    if kind == CUBE:
+        return 3.0 * x * x
+    return 1.0
+
+
+@njit(cache=True)
+def mlp_forward(ops, opf, theta, t, x, acts):
+    """Run the layers on one sample: acts[0] = x, acts[k + 1] = layer_k(acts[k]).
+
+    The output is ``acts[n_ops, :n_out]``. Linear: y_i = b_i + Σ_j W_ij x_j.
+    """
+    n_ops = ops.shape[0]
+    for j in range(ops[0, 1]):
+        acts[0, j] = x[j]
+    for k in range(n_ops):
+        kind, n_in, n_out, off = ops[k, 0], ops[k, 1], ops[k, 2], ops[k, 3]
+        src = acts[k]
+        dst = acts[k + 1]
+        if kind == LINEAR:
+            bias = off + n_out * n_in
+            for i in range(n_out):
+                row = off + i * n_in
+                acc = theta[bias + i]
+                for j in range(n_in):
+                    acc += theta[row + j] * src[j]
+                dst[i] = acc
+        elif kind == TIME:
+            for j in range(n_in):
+                dst[j] = src[j]
+            dst[n_in] = t
+        else:
+            for j in range(n_in):
+                dst[j] = activation(kind, src[j], opf[k])
+
+
+@njit(cache=True)
+def mlp_vjp(ops, opf, theta, acts, v, gbuf, g_theta):
+    """Reverse pass after :func:`mlp_forward`: vᵀ∂f/∂x, vᵀ∂f/∂θ (added into g_theta), vᵀ∂f/∂t.
+
+    Linear: ∂/∂x = Wᵀg, ∂/∂W = g xᵀ, ∂/∂b = g. Activation: g ⊙ σ'(x). Time input: the t
+    cotangent is the last component of g.
+
+    Returns
+    -------
+    g_t : float
+        vᵀ∂f/∂t.
+    cur : int
+        Row of ``gbuf`` (2, max_width) holding vᵀ∂f/∂x.
+    """
+    n_ops = ops.shape[0]
+    cur = 0
+    for i in range(ops[n_ops - 1, 2]):
+        gbuf[0, i] = v[i]
+    g_t = 0.0
+    for k in range(n_ops - 1, -1, -1):
+        kind, n_in, n_out, off = ops[k, 0], ops[k, 1], ops[k, 2], ops[k, 3]
+        g = gbuf[cur]
+        g_in = gbuf[1 - cur]
+        x = acts[k]
+        if kind == LINEAR:
+            bias = off + n_out * n_in
+            for j in range(n_in):
+                g_in[j] = 0.0
+            for i in range(n_out):
+                gi = g[i]
+                row = off + i * n_in
+                g_theta[bias + i] += gi
+                for j in range(n_in):
+                    g_theta[row + j] += gi * x[j]
+                    g_in[j] += theta[row + j] * gi
+        elif kind == TIME:
+            g_t += g[n_in]
+            for j in range(n_in):
+                g_in[j] = g[j]
+        else:
+            for j in range(n_in):
+                g_in[j] = g[j] * activation_derivative(kind, x[j], opf[k])
+        cur = 1 - cur
+    return g_t, cur
