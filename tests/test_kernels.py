@@ -1,0 +1,173 @@
+"""The Numba kernels against the readable NumPy path (STYLE.md §12: a naive oracle).
+
+Both paths run the same algorithm step for step, so on the same problem they take the same
+steps (identical nfev) and agree to rounding: 1e-10 relative in float64.
+"""
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from pyode import NonFiniteError, SolverError, TooManyStepsError, nn, odeint, odeint_adjoint
+from pyode.nn import ACTIVATIONS
+
+KERNEL_RTOL = 1e-10      # rounding-level agreement of two implementations of one algorithm
+
+
+def _close(a, b, rtol=KERNEL_RTOL):
+    scale = max(np.max(np.abs(b)), 1.0)
+    np.testing.assert_allclose(a, b, rtol=0, atol=rtol * scale)
+
+
+def _both(f, y0, t, **kw):
+    yk, ik = odeint(f, y0, t, full_output=True, backend="numba", **kw)
+    yn, i_n = odeint(f, y0, t, full_output=True, backend="numpy", **kw)
+    return yk, ik, yn, i_n
+
+
+def _grads(f, y0, t, g, **kw):
+    out = []
+    for backend in ("numba", "numpy"):
+        ys, vjp = odeint_adjoint(f, y0, t, backend=backend, **kw)
+        out.append((ys, vjp(g)))
+    return out
+
+
+fields = st.builds(
+    lambda widths, act, time_input, seed: nn.MLP(widths + widths[:1], activation=act,
+                                                 time_input=time_input, seed=seed),
+    widths=st.lists(st.integers(1, 6), min_size=1, max_size=3),
+    act=st.sampled_from(sorted(ACTIVATIONS)),
+    time_input=st.booleans(),
+    seed=st.integers(0, 2**16))
+
+
+@settings(max_examples=15, deadline=None)
+@given(f=fields, batch=st.integers(1, 4), backward=st.booleans(),
+       method=st.sampled_from(["dopri5", "bosh3"]), data=st.data())
+def test_forward_and_adjoint_match_numpy_path(f, batch, backward, method, data):
+    D = f.n_in
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**16)))
+    y0 = rng.uniform(-1, 1, size=(batch, D))
+    t = np.linspace(0.0, 1.0, 4)
+    if backward:
+        t = t[::-1] + 0.5
+    tol = dict(method=method, rtol=1e-8, atol=1e-10)
+    yk, ik, yn, i_n = _both(f, y0, t, **tol)
+    _close(yk, yn)
+    np.testing.assert_array_equal(ik.nfev, i_n.nfev)
+    g = rng.normal(size=yk.shape)
+    (_, gk), (_, gn) = _grads(f, y0, t, g, **tol)
+    _close(gk.y0, gn.y0)
+    _close(gk.params, gn.params)
+    _close(gk.t, gn.t)
+    np.testing.assert_array_equal(gk.info.nfev, gn.info.nfev)
+
+
+@pytest.mark.parametrize("method", ["euler", "midpoint", "rk4"])
+def test_fixed_step_methods_match_numpy_path(method):
+    f = nn.MLP([3, 8, 3], activation="softplus", time_input=True, seed=3)
+    y0 = np.random.default_rng(0).normal(size=(2, 3))
+    t = np.array([0.0, 0.3, 0.35, 1.0])
+    opts = {"step_size": 0.07}
+    yk, ik, yn, i_n = _both(f, y0, t, method=method, options=opts)
+    _close(yk, yn)
+    np.testing.assert_array_equal(ik.nfev, i_n.nfev)
+    g = np.ones_like(yk)
+    (_, gk), (_, gn) = _grads(f, y0, t, g, method=method, options=opts)
+    for name in ("y0", "params", "t"):
+        _close(getattr(gk, name), getattr(gn, name))
+
+
+def test_spiral_model_1d_state_and_options():
+    f = nn.MLP([2, 50, 2], activation="tanh", input_activation="cube", seed=0)
+    y0 = np.array([2.0, 0.0])
+    t = np.linspace(0, 2, 7)
+    opts = {"first_step": 1e-3, "max_num_steps": 10_000}
+    yk, ik, yn, i_n = _both(f, y0, t, options=opts)
+    assert yk.shape == (7, 2) and isinstance(ik.nfev, int)
+    _close(yk, yn)
+    assert ik.nfev == i_n.nfev
+    (_, gk), (_, gn) = _grads(f, y0, t, np.ones_like(yk), options=opts)
+    assert gk.y0.shape == (2,)
+    _close(gk.params, gn.params)
+
+
+def test_sample_alone_equals_sample_in_batch():
+    f = nn.MLP([2, 16, 2], activation="tanh", seed=5)
+    y0 = np.array([[0.1, 0.2], [3.0, -2.0], [-0.5, 0.01]])
+    t = np.linspace(0, 3, 5)
+    ys, info = odeint(f, y0, t, full_output=True)
+    alone, info1 = odeint(f, y0[1], t, full_output=True)
+    np.testing.assert_array_equal(ys[:, 1], alone)   # the kernel is per-sample: bit-identical
+    assert info.nfev[1] == info1.nfev
+    assert len(set(info.nfev.tolist())) > 1          # the samples did take their own steps
+
+
+def test_float32_kernels_compute_in_float32_and_match():
+    f64 = nn.MLP([2, 16, 2], activation="tanh", seed=2)
+    f32 = nn.MLP([2, 16, 2], activation="tanh", seed=2, dtype=np.float32)
+    y0 = np.random.default_rng(1).normal(size=(3, 2))
+    t = np.linspace(0, 1, 5)
+    tol = dict(rtol=1e-5, atol=1e-6)
+    y32 = odeint(f32, y0.astype(np.float32), t, **tol)
+    y64 = odeint(f64, y0, t, **tol)
+    assert y32.dtype == np.float32
+    np.testing.assert_allclose(y32, y64, rtol=1e-4, atol=1e-5)
+    ys, vjp = odeint_adjoint(f32, y0.astype(np.float32), t, **tol)
+    g32 = vjp(np.ones_like(ys))
+    ys, vjp = odeint_adjoint(f64, y0, t, **tol)
+    g64 = vjp(np.ones_like(ys))
+    assert g32.params.dtype == np.float32
+    np.testing.assert_allclose(g32.params, g64.params, rtol=1e-3, atol=1e-4)
+
+
+def _blowing_up_field():
+    """dy/dt ≈ 5 y³ near y = 1: blows up in finite time (about t = 0.1)."""
+    f = nn.Sequential(nn.Cube(), nn.Linear(1, 1), seed=0)
+    f.params[:] = [5.0, 0.0]
+    return f
+
+
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+def test_blow_up_raises_the_same_error_on_both_paths(backend):
+    f = _blowing_up_field()
+    with pytest.raises(SolverError) as err:
+        odeint(f, np.array([1.0]), [0.0, 1.0], backend=backend)
+    assert abs(err.value.t - 0.1) < 1e-3       # exact blow-up time 1/(2·5·1²) = 0.1
+    assert "nfev=" in str(err.value) and "dt=" in str(err.value)
+
+
+def test_kernel_errors_match_numpy_errors():
+    f = _blowing_up_field()
+    errors = []
+    for backend in ("numba", "numpy"):
+        with pytest.raises(SolverError) as err:
+            odeint(f, np.array([1.0]), [0.0, 1.0], backend=backend)
+        errors.append(err.value)
+    assert type(errors[0]) is type(errors[1])
+    assert errors[0].t == pytest.approx(errors[1].t, rel=1e-12)
+    assert errors[0].nfev == errors[1].nfev
+
+
+def test_kernel_too_many_steps():
+    f = nn.MLP([2, 8, 2], seed=0)
+    with pytest.raises(TooManyStepsError, match="max_num_steps"):
+        odeint(f, np.ones(2), [0.0, 100.0], options={"max_num_steps": 3})
+
+
+def test_nonfinite_parameters_raise():
+    f = nn.MLP([2, 8, 2], seed=0)
+    f.params[0] = np.nan
+    with pytest.raises(NonFiniteError):
+        odeint(f, np.ones(2), [0.0, 1.0])
+
+
+def test_numba_backend_rejects_user_fields():
+    class Decay:
+        params = np.zeros(0)
+
+        def __call__(self, t, y):
+            return -y
+
+    with pytest.raises(ValueError, match="backend='numba'"):
+        odeint(Decay(), np.ones(2), [0.0, 1.0], backend="numba")
