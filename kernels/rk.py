@@ -52,6 +52,12 @@ def rhs(mode, ops, opf, theta, D, t, s, out, acts, gbuf):
 
 
 @njit(cache=True)
+def _n_dynamic(mode, D, W):
+    """Leading state components that the right-hand side reads (the rest are quadratures)."""
+    return 2 * D if mode == AUGMENTED else W
+
+
+@njit(cache=True)
 def _all_finite(x):
     for v in x:
         if not math.isfinite(v):
@@ -116,6 +122,7 @@ def solve_adaptive(mode, net, D, y0, t_out, tab, ctrl, atol, ys, work, acts, gbu
     """
     ops, opf, theta = net
     c, A, b, b_err, P = tab
+    n_dyn = _n_dynamic(mode, D, y0.shape[0])
     rtol, first_step, max_steps = ctrl[0], ctrl[1], ctrl[2]
     error_order, n_norm, fsal = ctrl[3], int(ctrl[4]), ctrl[5] != 0.0
     W = y0.shape[0]
@@ -154,9 +161,12 @@ def solve_adaptive(mode, net, D, y0, t_out, tab, ctrl, atol, ys, work, acts, gbu
         last = direction * h >= direction * (t_end - t)
         ha = t_end - t if last else h
         t_new = t_end if last else t + ha
-        # The stage loop (HNW I, eq. (1.8)); with FSAL the last stage input is y_new.
+        # The stage loop (HNW I, eq. (1.8)); with FSAL the last stage input is y_new. Only the
+        # first n_dyn components feed back into the field (for the adjoint: z and a; a_θ and
+        # a_t are quadratures), so intermediate stage inputs skip the rest.
         for i in range(1, s):
-            for j in range(W):
+            n_j = W if (fsal and i == s - 1) else n_dyn
+            for j in range(n_j):
                 acc = 0.0
                 for m in range(i):
                     acc += A[i, m] * K[m, j]
@@ -233,6 +243,7 @@ def solve_fixed(mode, net, D, y0, t_out, tab, step_size, ys, work, acts, gbuf, s
     """One sample, fixed steps: ``pyode.solvers.integrate_fixed`` for a single row."""
     ops, opf, theta = net
     c, A, b, b_err, P = tab
+    n_dyn = _n_dynamic(mode, D, y0.shape[0])
     W = y0.shape[0]
     T = t_out.shape[0]
     s = c.shape[0]
@@ -252,7 +263,7 @@ def solve_fixed(mode, net, D, y0, t_out, tab, step_size, ys, work, acts, gbuf, s
             t_new = t_out[i] if k == n - 1 else t + h
             rhs(mode, ops, opf, theta, D, t, y, K[0], acts, gbuf)
             for st in range(1, s):
-                for j in range(W):
+                for j in range(n_dyn):
                     acc = 0.0
                     for m in range(st):
                         acc += A[st, m] * K[m, j]

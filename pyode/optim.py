@@ -1,0 +1,236 @@
+"""First-order optimisers that update a flat parameter vector in place.
+
+Each optimiser holds a reference to a 1-D floating ndarray (typically ``f.params`` of a
+:class:`pyode.nn.Sequential`) and ``step(grad)`` overwrites its entries, so the field that owns
+the array changes. The state (momentum buffers, moment estimates) is kept in the dtype of the
+parameters.
+
+Conventions follow PyTorch's ``torch.optim`` (no weight decay, no Nesterov, no AMSGrad,
+``maximize=False``), so a step here equals one PyTorch step from the same state:
+
+* SGD momentum: ``v ← μ v + g; θ ← θ − lr v`` (the buffer holds the velocity without the lr;
+  Sutskever et al. 2013 fold lr into v instead, which differs when lr changes between steps).
+* Adam: ε is added to ``√v̂`` after the bias correction, as in Kingma & Ba, Algorithm 1.
+* RMSprop: ε is added outside the square root, and the mean square starts at 0.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+__all__ = ["SGD", "Adam", "RMSprop", "Optimizer"]
+
+
+class Optimizer:
+    """Base class: validates the parameter array and each gradient.
+
+    Parameters
+    ----------
+    params : ndarray, shape (P,)
+        Writable 1-D float32 or float64 array, updated in place by :meth:`step`.
+    lr : float
+        Learning rate, finite and > 0.
+
+    Attributes
+    ----------
+    params : ndarray, shape (P,)
+        The very array passed in (not a copy).
+    lr : float
+        May be changed between steps (for schedules).
+    n_steps : int
+        Number of calls to :meth:`step` so far.
+    """
+
+    def __init__(self, params, lr):
+        if not isinstance(params, np.ndarray):
+            raise TypeError(
+                f"params must be a 1-D float ndarray updated in place (e.g. f.params); got "
+                f"{type(params).__name__}"
+            )
+        if params.ndim != 1 or not np.issubdtype(params.dtype, np.floating):
+            raise ValueError(
+                f"params must be a 1-D float32/float64 array; got shape {params.shape}, "
+                f"dtype {params.dtype}"
+            )
+        if not params.flags.writeable:
+            raise ValueError("params must be writable: the optimiser updates it in place")
+        self.params = params
+        self.lr = _check_real(lr, "lr", low=0.0, low_open=True)
+        self.n_steps = 0
+
+    def _check_grad(self, grad):
+        grad = np.asarray(grad)
+        if grad.shape != self.params.shape:
+            raise ValueError(
+                f"grad must have the shape of params, {self.params.shape}; got {grad.shape}"
+            )
+        finite = np.isfinite(grad)
+        if not finite.all():
+            bad = int(np.flatnonzero(~finite)[0])
+            raise ValueError(
+                f"grad has a non-finite entry at index {bad} (grad[{bad}]={grad[bad]}); "
+                "check the loss and the solver output before stepping"
+            )
+        return grad.astype(self.params.dtype, copy=False)
+
+    def step(self, grad):  # pragma: no cover - every subclass overrides
+        raise NotImplementedError
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with optional heavy-ball momentum.
+
+    With gradient ``g`` and momentum ``μ``::
+
+        v ← μ v + g        (v starts at 0, so the first step has v = g)
+        θ ← θ − lr v
+
+    ``μ = 0`` is plain gradient descent ``θ ← θ − lr g``.
+
+    Parameters
+    ----------
+    params : ndarray, shape (P,)
+        Updated in place.
+    lr : float
+        Learning rate > 0.
+    momentum : float, optional
+        ``μ`` in [0, 1), default 0.
+
+    References
+    ----------
+    B. T. Polyak, "Some methods of speeding up the convergence of iteration methods", USSR
+    Comput. Math. Math. Phys. 4(5), 1964 (heavy ball); the buffer convention is PyTorch's
+    ``torch.optim.SGD`` with ``dampening=0, nesterov=False``.
+    """
+
+    def __init__(self, params, lr, momentum=0.0):
+        super().__init__(params, lr)
+        self.momentum = _check_real(momentum, "momentum", low=0.0, high=1.0)
+        self.velocity = np.zeros_like(params)
+
+    def step(self, grad):
+        """Apply one update with ``grad`` (shape ``(P,)``); returns None."""
+        g = self._check_grad(grad)
+        self.velocity *= self.momentum
+        self.velocity += g
+        self.params -= self.lr * self.velocity
+        self.n_steps += 1
+
+
+class Adam(Optimizer):
+    """Adam (adaptive moment estimation).
+
+    Kingma & Ba (2015), Algorithm 1, at step ``k = 1, 2, …`` with gradient ``g``::
+
+        m ← β₁ m + (1 − β₁) g
+        v ← β₂ v + (1 − β₂) g²
+        m̂ = m / (1 − β₁ᵏ),   v̂ = v / (1 − β₂ᵏ)
+        θ ← θ − lr m̂ / (√v̂ + ε)
+
+    (``m`` and ``v`` start at 0; this is also ``torch.optim.Adam`` with ``amsgrad=False``.)
+
+    Parameters
+    ----------
+    params : ndarray, shape (P,)
+        Updated in place.
+    lr : float, optional
+        Step size ``α`` > 0, default 1e-3.
+    betas : (float, float), optional
+        ``(β₁, β₂)``, each in [0, 1), default (0.9, 0.999).
+    eps : float, optional
+        ``ε`` > 0, default 1e-8.
+
+    References
+    ----------
+    D. P. Kingma, J. Ba, "Adam: A Method for Stochastic Optimization", ICLR 2015,
+    arXiv:1412.6980, Algorithm 1.
+    """
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
+        super().__init__(params, lr)
+        try:
+            beta1, beta2 = betas
+        except (TypeError, ValueError):
+            raise ValueError(f"betas must be a pair (beta1, beta2); got betas={betas!r}") \
+                from None
+        self.betas = (_check_real(beta1, "betas[0]", low=0.0, high=1.0),
+                      _check_real(beta2, "betas[1]", low=0.0, high=1.0))
+        self.eps = _check_real(eps, "eps", low=0.0, low_open=True)
+        self.m = np.zeros_like(params)
+        self.v = np.zeros_like(params)
+
+    def step(self, grad):
+        """Apply one update with ``grad`` (shape ``(P,)``); returns None."""
+        g = self._check_grad(grad)
+        beta1, beta2 = self.betas
+        self.n_steps += 1
+        k = self.n_steps
+        self.m *= beta1
+        self.m += (1.0 - beta1) * g
+        self.v *= beta2
+        self.v += (1.0 - beta2) * (g * g)
+        m_hat = self.m / (1.0 - beta1 ** k)
+        v_hat = self.v / (1.0 - beta2 ** k)
+        self.params -= self.lr * m_hat / (np.sqrt(v_hat) + self.eps)
+
+
+class RMSprop(Optimizer):
+    """RMSprop: divide the gradient by a running root mean square.
+
+    With gradient ``g``::
+
+        s ← α s + (1 − α) g²       (s starts at 0)
+        θ ← θ − lr g / (√s + ε)
+
+    (the convention of ``torch.optim.RMSprop`` with ``momentum=0, centered=False``).
+
+    Parameters
+    ----------
+    params : ndarray, shape (P,)
+        Updated in place.
+    lr : float, optional
+        Learning rate > 0, default 1e-2.
+    alpha : float, optional
+        Smoothing constant in [0, 1), default 0.99.
+    eps : float, optional
+        ``ε`` > 0, default 1e-8.
+
+    References
+    ----------
+    T. Tieleman, G. Hinton, "Lecture 6.5 - RMSprop: Divide the gradient by a running average of
+    its recent magnitude", COURSERA: Neural Networks for Machine Learning, 2012.
+    """
+
+    def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8):
+        super().__init__(params, lr)
+        self.alpha = _check_real(alpha, "alpha", low=0.0, high=1.0)
+        self.eps = _check_real(eps, "eps", low=0.0, low_open=True)
+        self.square_avg = np.zeros_like(params)
+
+    def step(self, grad):
+        """Apply one update with ``grad`` (shape ``(P,)``); returns None."""
+        g = self._check_grad(grad)
+        self.square_avg *= self.alpha
+        self.square_avg += (1.0 - self.alpha) * (g * g)
+        self.params -= self.lr * g / (np.sqrt(self.square_avg) + self.eps)
+        self.n_steps += 1
+
+
+def _check_real(value, name, low=None, high=None, low_open=False):
+    """Return ``float(value)`` after checking it is a finite real in ``[low, high)``.
+
+    ``low_open=True`` makes the lower bound strict; ``high`` is always strict.
+    """
+    if not isinstance(value, numbers.Real) or isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a real number; got {name}={value!r}")
+    value = float(value)
+    below = low is not None and (value <= low if low_open else value < low)
+    above = high is not None and value >= high
+    if not np.isfinite(value) or below or above:
+        lo = "" if low is None else (f"> {low}" if low_open else f">= {low}")
+        hi = "" if high is None else f"< {high}"
+        rule = " and ".join(part for part in (lo, hi) if part)
+        raise ValueError(f"{name} must be finite and {rule}; got {name}={value!r}")
+    return value
