@@ -66,12 +66,20 @@ def _all_finite(x):
 
 
 @njit(cache=True)
+def _sq_scaled(x, scale):
+    """(x / scale)², 0 where scale is 0 (as ``pyode.solvers._scaled``)."""
+    if scale > 0:
+        r = x / scale
+        return r * r
+    return 0.0 * x
+
+
+@njit(cache=True)
 def _rms_scaled(x, y, atol, rtol, n):
     """sqrt(mean((x / (atol + rtol|y|))²)) over the first n components."""
     acc = 0.0
     for j in range(n):
-        r = x[j] / (atol[j] + rtol * abs(y[j]))
-        acc += r * r
+        acc += _sq_scaled(x[j], atol[j] + rtol * abs(y[j]))
     return math.sqrt(acc / n)
 
 
@@ -91,8 +99,7 @@ def initial_step(mode, net, D, t0, t_end, y, f0, tmp, ftmp, atol, rtol, error_or
     rhs(mode, ops, opf, theta, D, t0 + direction * h0, tmp, ftmp, acts, gbuf)
     acc = 0.0
     for j in range(n):
-        r = (ftmp[j] - f0[j]) / (atol[j] + rtol * abs(y[j]))
-        acc += r * r
+        acc += _sq_scaled(ftmp[j] - f0[j], atol[j] + rtol * abs(y[j]))
     d2 = math.sqrt(acc / n) / h0
     dmax = max(d1, d2)
     if dmax <= 1e-15:
@@ -102,6 +109,8 @@ def initial_step(mode, net, D, t0, t_end, y, f0, tmp, ftmp, atol, rtol, error_or
     h = min(min(100.0 * h0, h1), span)
     if not (math.isfinite(h) and h > 0):
         h = h0
+    if not (math.isfinite(h) and h > 0):
+        h = min(1e-6, span)
     return h
 
 
@@ -157,7 +166,13 @@ def solve_adaptive(mode, net, D, y0, t_out, tab, ctrl, atol, ys, work, acts, gbu
     n_acc = 0
     n_rej = 0
     status = OK
+    nonfinite = False
     while nxt < T:
+        # A step below a few ulps of t cannot move t (accepted or not): give up.
+        if abs(h) < _UNDERFLOW_ULPS * abs(np.spacing(t)):
+            status = NONFINITE if nonfinite else UNDERFLOW
+            fail[0], fail[1], fail[2] = t, h, stats[0] + nfev
+            break
         last = direction * h >= direction * (t_end - t)
         ha = t_end - t if last else h
         t_new = t_end if last else t + ha
@@ -187,8 +202,7 @@ def solve_adaptive(mode, net, D, y0, t_out, tab, ctrl, atol, ys, work, acts, gbu
             for m in range(s):
                 e += b_err[m] * K[m, j]
             e = ha * e
-            r = e / (atol[j] + rtol * max(abs(y[j]), abs(y_new[j])))
-            err_acc += r * r
+            err_acc += _sq_scaled(e, atol[j] + rtol * max(abs(y[j]), abs(y_new[j])))
         err = math.sqrt(err_acc / n_norm)
         finite = math.isfinite(err) and _all_finite(y_new) and _all_finite(K[s - 1])
         accept = finite and err <= 1.0
@@ -200,12 +214,9 @@ def solve_adaptive(mode, net, D, y0, t_out, tab, ctrl, atol, ys, work, acts, gbu
             if not accept:
                 factor = min(factor, 1.0)
         h_next = ha * factor
+        nonfinite = not finite
         if not accept:
             n_rej += 1
-            if abs(h_next) < _UNDERFLOW_ULPS * abs(np.spacing(t)):
-                status = UNDERFLOW if finite else NONFINITE
-                fail[0], fail[1], fail[2] = t, h_next, stats[0] + nfev
-                break
         else:
             n_acc += 1
             while nxt < T and direction * (t_out[nxt] - t_new) <= 0.0:

@@ -116,10 +116,17 @@ def error_norm(err, y, y_new, rtol, atol, mask=None):
     ndarray, shape (n,)
     """
     scale = atol + rtol * np.maximum(np.abs(y), np.abs(y_new))
-    ratio = err / scale
+    ratio = _scaled(err, scale)
     if mask is not None:
         ratio = ratio[:, mask]
     return np.sqrt(np.mean(np.square(ratio), axis=1))
+
+
+def _scaled(x, scale):
+    """x / scale, with 0 where scale is 0 (pure relative control, atol = 0, on a zero
+    component: nothing to control there)."""
+    return np.divide(x, scale, out=np.zeros(np.shape(x), dtype=np.result_type(x, scale)),
+                     where=np.broadcast_to(scale > 0, np.shape(x)))
 
 
 def step_factor(err_norm, error_order, accepted):
@@ -151,15 +158,15 @@ def initial_step(ev, t0, y0, f0, t_end, error_order, rtol, atol):
     span = np.abs(t_end - t0)
     direction = np.sign(t_end - t0)
     scale = atol + rtol * np.abs(y0)
-    d0 = np.sqrt(np.mean(np.square(y0 / scale), axis=1))
-    d1 = np.sqrt(np.mean(np.square(f0 / scale), axis=1))
+    d0 = np.sqrt(np.mean(np.square(_scaled(y0, scale)), axis=1))
+    d1 = np.sqrt(np.mean(np.square(_scaled(f0, scale)), axis=1))
     small = (d0 < 1e-5) | (d1 < 1e-5)
     h0 = np.where(small, 1e-6, 0.01 * d0 / np.where(small, 1.0, d1))
     h0 = np.minimum(h0, span)
     y1 = y0 + (direction * h0).astype(y0.dtype)[:, None] * f0
     with np.errstate(over="ignore", invalid="ignore"):
         f1 = ev(t0 + direction * h0, y1)
-        d2 = np.sqrt(np.mean(np.square((f1 - f0) / scale), axis=1)) / h0
+        d2 = np.sqrt(np.mean(np.square(_scaled(f1 - f0, scale)), axis=1)) / h0
     dmax = np.maximum(d1, d2)
     tiny = dmax <= 1e-15
     h1 = np.where(tiny, np.maximum(1e-6, h0 * 1e-3),
@@ -167,7 +174,8 @@ def initial_step(ev, t0, y0, f0, t_end, error_order, rtol, atol):
     h = np.minimum(np.minimum(100.0 * h0, h1), span)
     # A non-finite probe (the field failed near t0) says nothing: start from h0 and let the
     # rejections shrink it.
-    return np.where(np.isfinite(h) & (h > 0), h, h0)
+    h = np.where(np.isfinite(h) & (h > 0), h, h0)
+    return np.where(np.isfinite(h) & (h > 0), h, np.minimum(1e-6, span))
 
 
 def dense_output(tab, y, h, K, theta):
@@ -294,9 +302,18 @@ def integrate_adaptive(ev, y0, t_out, tab, rtol, atol, first_step=None,
     h = direction * h
     nxt = np.ones(B, dtype=np.int64)          # index of the next output time per sample
     active = np.arange(B)
+    nonfinite = np.zeros(B, dtype=bool)       # did the sample's last attempt give NaN/inf?
 
     while active.size:
         ta, ya, ha, k1a = t[active], y[active], h[active], k1[active]
+        # A step below a few ulps of t cannot move t (accepted or not): give up.
+        under = np.abs(ha) < _UNDERFLOW_ULPS * np.abs(np.spacing(ta))
+        if np.any(under):
+            i = int(np.argmax(under))
+            if nonfinite[active[i]]:
+                raise NonFiniteError("Non-finite state or derivative (the step size shrank to "
+                                     "zero around it)", ta[i], ha[i], nfev[active[i]])
+            raise StepSizeUnderflowError("Step size underflow", ta[i], ha[i], nfev[active[i]])
         # Clip the step so it lands exactly on t_end (never evaluate f beyond it).
         last = direction * ha >= direction * (t_end - ta)
         ha = np.where(last, t_end - ta, ha)
@@ -313,17 +330,8 @@ def integrate_adaptive(ev, y0, t_out, tab, rtol, atol, first_step=None,
         factor = step_factor(np.where(finite, err_norm, np.nan), tab.error_order, accept)
         h_next = ha * factor
 
-        # Rejected steps: shrink and check that the step can still move t.
-        rej = ~accept
-        n_rej[active[rej]] += 1
-        min_step = _UNDERFLOW_ULPS * np.abs(np.spacing(ta))
-        under = rej & (np.abs(h_next) < min_step)
-        if np.any(under):
-            i = int(np.argmax(under))
-            err_cls = StepSizeUnderflowError if finite[i] else NonFiniteError
-            what = "Step size underflow" if finite[i] else \
-                "Non-finite state or derivative (step size shrank to zero around it)"
-            raise err_cls(what, ta[i], h_next[i], nfev[active[i]])
+        n_rej[active[~accept]] += 1
+        nonfinite[active] = ~finite
 
         # Accepted steps: dense output at every output time the step passed, then advance.
         acc = np.nonzero(accept)[0]
