@@ -343,13 +343,14 @@ def _g_dot_f(net, D, t, y, g, fbuf, acts, gbuf):
 
 
 @njit(cache=True, parallel=True)
-def adjoint_batch(net, ys, gs, t_out, tab, ctrl, atol, a_out, a_theta, gf, stats, status,
-                  fail, mw):
+def adjoint_batch(net, ys, gs, t_out, tab, ctrl, atol, a_out, a_theta, gf, recon, stats,
+                  status, fail, mw):
     """``pyode.adjoint.backward_pass`` per sample: the augmented state [z, a, a_θ, a_t] is
     integrated backward over each output interval, with dL/dy(t_i) added to a at t_i.
 
     ys, gs : (T, B, D) forward outputs and dL/dys. Outputs: a_out (B, D) dL/dy0, a_theta (B, P),
-    gf (B, T) per-sample dL/dt_i (gf[:, 0] is a_t(t0)).
+    gf (B, T) per-sample dL/dt_i (gf[:, 0] is a_t(t0)); recon (B,) the largest
+    reconstruction error max |z(t_i) − y(t_i)| / (atol + rtol·|y(t_i)|).
     """
     T, B, D = ys.shape
     P = net[2].shape[0]
@@ -386,6 +387,10 @@ def adjoint_batch(net, ys, gs, t_out, tab, ctrl, atol, a_out, a_theta, gf, stats
             ctrl_b[1] = h                  # continue with the last step size
             for j in range(W):
                 state[j] = seg[1, j]
+            for j in range(D):
+                y_j = ys[i - 1, bi, j]
+                gap = abs(state[j] - y_j) / (atol[j] + ctrl[0] * abs(y_j))
+                recon[bi] = max(recon[bi], gap)
             if i - 1 > 0:
                 g_f = _g_dot_f(net, D, t_out[i - 1], ys[i - 1, bi], gs[i - 1, bi], seg[0],
                                acts, gbuf)
@@ -456,7 +461,11 @@ def odeint_nn(f, yb, t_arr, tab, rtol, atol, opts, n_norm=None):
 
 
 def adjoint_nn(f, yb, gb, t_arr, tab, rtol, atol, opts, n_norm=None):
-    """Adjoint backward pass of an nn field on the kernels (``adjoint.backward_pass``)."""
+    """Adjoint backward pass of an nn field on the kernels (``adjoint.backward_pass``).
+
+    Returns (a (B, D), a_theta (B, P), dLdt (T,), stats, recon (B,)); ``n_norm`` limits the
+    backward error norm to the first n_norm components ([z, a] for the seminorm).
+    """
     T, B, D = yb.shape
     P = f.params.size
     W = 2 * D + P + 1
@@ -467,10 +476,11 @@ def adjoint_nn(f, yb, gb, t_arr, tab, rtol, atol, opts, n_norm=None):
     a = np.empty((B, D), dtype=ys.dtype)
     a_theta = np.empty((B, P), dtype=ys.dtype)
     gf = np.zeros((B, T))
+    recon = np.zeros(B)
     stats = np.zeros((B, 3), dtype=np.int64)
     status = np.zeros(B, dtype=np.int64)
     fail = np.zeros((B, 3))
-    adjoint_batch(net, ys, gs, t_arr, tab_arrays, ctrl, atol_v, a, a_theta, gf, stats, status,
-                  fail, mw)
+    adjoint_batch(net, ys, gs, t_arr, tab_arrays, ctrl, atol_v, a, a_theta, gf, recon, stats,
+                  status, fail, mw)
     _raise(status, fail, " in the adjoint (backward) solve")
-    return a, a_theta, gf.sum(axis=0), _stats_dict(stats)
+    return a, a_theta, gf.sum(axis=0), _stats_dict(stats), recon

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .solvers import (SolveInfo, _odeint, batch_field, check_options, check_tolerances,
-                      integrate_adaptive, integrate_fixed)
+                      integrate_adaptive, integrate_fixed, kernel_module)
 from .tableaus import get_tableau
 
 
@@ -167,14 +167,13 @@ def odeint_adjoint(f, y0, t, method="dopri5", rtol=1e-7, atol=1e-9, adjoint_rtol
         if not np.all(np.isfinite(g)):
             raise ValueError("grad_ys contains NaN or inf")
         gb = g[:, None] if squeeze else g
-        from .solvers import _use_kernels
-        if _use_kernels(f, backend, tab):
-            from .kernels import rk as krk
-            a, a_theta, dLdt, stats = krk.adjoint_nn(f, yb, gb, t_arr, tab, a_rtol, a_atol,
-                                                     opts)
+        kernels = kernel_module(f, backend)
+        if kernels is not None:
+            a, a_theta, dLdt, stats, recon = kernels.adjoint_nn(f, yb, gb, t_arr, tab, a_rtol,
+                                                                a_atol, opts)
         else:
-            a, a_theta, dLdt, stats = backward_pass(f, yb, gb, t_arr, tab, a_rtol, a_atol, opts,
-                                                    squeeze)
+            a, a_theta, dLdt, stats, recon = backward_pass(f, yb, gb, t_arr, tab, a_rtol, a_atol,
+                                                           opts, squeeze)
         if squeeze:
             a = a[0]
             stats = {k: int(v[0]) for k, v in stats.items()}
@@ -199,6 +198,8 @@ def backward_pass(f, yb, gb, t, tab, rtol, atol, opts, squeeze, norm_mask=None):
     a_theta : ndarray (B, P)     dL/dθ per sample
     dLdt : ndarray (T,)          dL/dt_i summed over samples
     stats : dict of ndarray (B,) backward nfev and step counts, summed over the intervals
+    recon : ndarray (B,)         largest reconstruction error of z at the output times,
+                                 max |z(t_i) − y(t_i)| / (atol + rtol·|y(t_i)|)
     """
     T, B, D = yb.shape
     P = _n_params(f)
@@ -219,6 +220,7 @@ def backward_pass(f, yb, gb, t, tab, rtol, atol, opts, squeeze, norm_mask=None):
     a_theta = np.zeros((B, P), dtype=dtype)
     a_t = -gf
     h = opts.get("first_step")
+    recon = np.zeros(B)
     for i in range(T - 1, 0, -1):
         state = np.concatenate([yb[i], a, a_theta, a_t[:, None].astype(dtype)], axis=1)
         span = np.array([t[i], t[i - 1]])
@@ -230,6 +232,8 @@ def backward_pass(f, yb, gb, t, tab, rtol, atol, opts, squeeze, norm_mask=None):
         for k in stats:
             stats[k] += st[k]
         end = out[-1]
+        gap = np.abs(end[:, :D] - yb[i - 1]) / (atol + rtol * np.abs(yb[i - 1]))
+        recon = np.maximum(recon, gap.max(axis=1))
         a, a_theta, a_t = end[:, D:2 * D], end[:, 2 * D:2 * D + P], end[:, -1].astype(np.float64)
         if i - 1 > 0:
             gf = g_dot_f(i - 1)
@@ -238,4 +242,4 @@ def backward_pass(f, yb, gb, t, tab, rtol, atol, opts, squeeze, norm_mask=None):
             a_t = a_t - gf                   # keeps a_t = −aᵀf across the jump a → a + g_i
         a = a + gb[i - 1]
     dLdt[0] = a_t.sum()
-    return a, a_theta, dLdt, stats
+    return a, a_theta, dLdt, stats, recon

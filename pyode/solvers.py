@@ -489,7 +489,19 @@ def batch_field(f, squeeze, y_shape):
 BACKENDS = ("auto", "numpy", "numba")
 
 
-def _use_kernels(f, backend, tab):
+def kernel_module(f, backend):
+    """The kernel module that runs this call, or None for the NumPy path.
+
+    Built-in nn fields run on ``pyode.kernels.rk`` (Numba CPU) unless the field or the call
+    asks for ``backend="numpy"``. A kernel module provides ``odeint_nn`` and ``adjoint_nn``.
+    """
+    if _use_kernels(f, backend):
+        from .kernels import rk
+        return rk
+    return None
+
+
+def _use_kernels(f, backend):
     """Decide whether the Numba kernels run this call (built-in nn fields only)."""
     if backend not in BACKENDS:
         raise ValueError(f"backend={backend!r} is not known; valid backends: "
@@ -564,9 +576,9 @@ def _odeint(f, y0, t, method, rtol, atol, options, backend, norm_mask=None):
     yb = y[None] if squeeze else y
     rtol, atol = check_tolerances(rtol, atol, yb.shape[1])
     opts = check_options(options, tab)
-    if _use_kernels(f, backend, tab):
-        from .kernels import rk as krk
-        ys, stats = krk.odeint_nn(f, yb, t_arr, tab, rtol, atol, opts)
+    kernels = kernel_module(f, backend)
+    if kernels is not None:
+        ys, stats = kernels.odeint_nn(f, yb, t_arr, tab, rtol, atol, opts)
     else:
         ev = batch_field(f, squeeze, yb.shape)
         if tab.adaptive:
