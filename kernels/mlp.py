@@ -1,26 +1,36 @@
-"""Per-sample MLP forward and VJP for the Numba kernels, driven by an op table.
+"""Per-sample MLP forward and VJP shared by the CPU (``@njit``) and CUDA kernels.
 
 A built-in ``pyode.nn.Sequential`` is compiled (:func:`op_table`) to an int64 table ``ops`` of
-shape (n_ops, 4) — one row ``[kind, n_in, n_out, offset]`` per layer — and a float64 array
-``opf`` (n_ops,) holding a layer's scalar parameter (ELU's α). The kernels interpret this table
-one sample at a time, so layer widths known only at run time need no recompilation.
+shape (n_ops, 4) — one row ``[kind, n_in, n_out, offset]`` per layer — and an array ``opf``
+(n_ops,) holding a layer's scalar parameter (ELU's α). The kernels interpret this table one
+sample at a time, so layer widths known only at run time need no recompilation.
 
 Activations ``acts`` (n_ops + 1, max_width): row k is the input of layer k, row n_ops the output.
-These are the same formulas as the layers of ``pyode.nn`` (the readable reference, which the
-tests compare against); the parameter layout is the README's (W row-major, then b).
+The formulas are those of the layers of ``pyode.nn`` (the readable reference the tests compare
+against); the parameter layout is the README's (W row-major, then b).
+
+The functions are ``register_jitable``: plain Python that Numba compiles into whichever kernel
+calls them, CPU or CUDA, so there is one MLP forward/VJP for both. Every constant comes from the
+typed array ``cst`` (``kernels.rk``), never a Python float literal, so a float32 kernel does its
+arithmetic in float32.
 """
 import math
 
 import numpy as np
-from numba import njit
+from numba.core.extending import register_jitable
 
 LINEAR, TIME, IDENTITY, TANH, RELU, SOFTPLUS, SIGMOID, ELU, SIN, CUBE = range(10)
 _ACTIVATION_CODES = {"identity": IDENTITY, "tanh": TANH, "relu": RELU, "softplus": SOFTPLUS,
                      "sigmoid": SIGMOID, "elu": ELU, "sin": SIN, "cube": CUBE}
 
+# Indices of the constants the MLP needs in ``cst`` (the full layout is in kernels.rk).
+C_ZERO, C_ONE, C_THREE = 0, 1, 2
 
-def op_table(f):
+
+def op_table(f, dtype):
     """Compile the layers of an ``nn.Sequential`` to ``(ops (n_ops, 4) int64, opf (n_ops,))``.
+
+    ``opf`` has the working ``dtype``.
 
     Raises
     ------
@@ -43,7 +53,7 @@ def op_table(f):
             raise ValueError(f"layer {layer!r} has no Numba kernel; build the field with "
                              "backend='numpy' or pass backend='numpy' to odeint")
         pars.append(float(getattr(layer, "alpha", 0.0)))
-    return np.array(rows, dtype=np.int64).reshape(-1, 4), np.array(pars, dtype=np.float64)
+    return np.array(rows, dtype=np.int64).reshape(-1, 4), np.array(pars, dtype=dtype)
 
 
 def max_width(ops):
@@ -51,19 +61,27 @@ def max_width(ops):
     return int(max(ops[:, 1].max(), ops[:, 2].max()))
 
 
-@njit(cache=True)
-def activation(kind, x, alpha):
+@register_jitable
+def _sigmoid(x, cst):
+    one = cst[C_ONE]
+    e = math.exp(-abs(x))
+    return one / (one + e) if x >= cst[C_ZERO] else e / (one + e)
+
+
+@register_jitable
+def activation(kind, x, alpha, cst):
     """σ(x) for the activation code ``kind`` (formulas as in pyode.nn)."""
+    zero = cst[C_ZERO]
     if kind == TANH:
         return math.tanh(x)
     if kind == RELU:
-        return x if x > 0 else x * 0
+        return x if x > zero else zero
     if kind == SOFTPLUS:     # log(1 + eˣ) = max(x, 0) + log1p(e^−|x|), no overflow
-        return math.log1p(math.exp(-abs(x))) + max(x, x * 0)
+        return math.log1p(math.exp(-abs(x))) + max(x, zero)
     if kind == SIGMOID:
-        return _sigmoid(x)
+        return _sigmoid(x, cst)
     if kind == ELU:
-        return x if x > 0 else alpha * math.expm1(x)
+        return x if x > zero else alpha * math.expm1(x)
     if kind == SIN:
         return math.sin(x)
     if kind == CUBE:
@@ -71,36 +89,31 @@ def activation(kind, x, alpha):
     return x
 
 
-@njit(cache=True)
-def _sigmoid(x):
-    e = math.exp(-abs(x))
-    return 1.0 / (1.0 + e) if x >= 0 else e / (1.0 + e)
-
-
-@njit(cache=True)
-def activation_derivative(kind, x, alpha):
+@register_jitable
+def activation_derivative(kind, x, alpha, cst):
     """σ'(x): the diagonal of the activation's Jacobian."""
+    zero, one = cst[C_ZERO], cst[C_ONE]
     if kind == TANH:
         y = math.tanh(x)
-        return 1.0 - y * y
+        return one - y * y
     if kind == RELU:
-        return 1.0 if x > 0 else 0.0
+        return one if x > zero else zero
     if kind == SOFTPLUS:
-        return _sigmoid(x)
+        return _sigmoid(x, cst)
     if kind == SIGMOID:
-        s = _sigmoid(x)
-        return s * (1.0 - s)
+        s = _sigmoid(x, cst)
+        return s * (one - s)
     if kind == ELU:
-        return 1.0 if x > 0 else alpha * math.exp(x)
+        return one if x > zero else alpha * math.exp(x)
     if kind == SIN:
         return math.cos(x)
     if kind == CUBE:
-        return 3.0 * x * x
-    return 1.0
+        return cst[C_THREE] * x * x
+    return one
 
 
-@njit(cache=True)
-def mlp_forward(ops, opf, theta, t, x, acts):
+@register_jitable
+def mlp_forward(ops, opf, theta, t, x, acts, cst):
     """Run the layers on one sample: acts[0] = x, acts[k + 1] = layer_k(acts[k]).
 
     The output is ``acts[n_ops, :n_out]``. Linear: y_i = b_i + Σ_j W_ij x_j.
@@ -126,11 +139,11 @@ def mlp_forward(ops, opf, theta, t, x, acts):
             dst[n_in] = t
         else:
             for j in range(n_in):
-                dst[j] = activation(kind, src[j], opf[k])
+                dst[j] = activation(kind, src[j], opf[k], cst)
 
 
-@njit(cache=True)
-def mlp_vjp(ops, opf, theta, acts, v, gbuf, g_theta):
+@register_jitable
+def mlp_vjp(ops, opf, theta, acts, v, gbuf, g_theta, cst):
     """Reverse pass after :func:`mlp_forward`: vᵀ∂f/∂x, vᵀ∂f/∂θ (added into g_theta), vᵀ∂f/∂t.
 
     Linear: ∂/∂x = Wᵀg, ∂/∂W = g xᵀ, ∂/∂b = g. Activation: g ⊙ σ'(x). Time input: the t
@@ -144,10 +157,11 @@ def mlp_vjp(ops, opf, theta, acts, v, gbuf, g_theta):
         Row of ``gbuf`` (2, max_width) holding vᵀ∂f/∂x.
     """
     n_ops = ops.shape[0]
+    zero = cst[C_ZERO]
     cur = 0
     for i in range(ops[n_ops - 1, 2]):
         gbuf[0, i] = v[i]
-    g_t = 0.0
+    g_t = zero
     for k in range(n_ops - 1, -1, -1):
         kind, n_in, n_out, off = ops[k, 0], ops[k, 1], ops[k, 2], ops[k, 3]
         g = gbuf[cur]
@@ -156,7 +170,7 @@ def mlp_vjp(ops, opf, theta, acts, v, gbuf, g_theta):
         if kind == LINEAR:
             bias = off + n_out * n_in
             for j in range(n_in):
-                g_in[j] = 0.0
+                g_in[j] = zero
             for i in range(n_out):
                 gi = g[i]
                 row = off + i * n_in
@@ -170,6 +184,6 @@ def mlp_vjp(ops, opf, theta, acts, v, gbuf, g_theta):
                 g_in[j] = g[j]
         else:
             for j in range(n_in):
-                g_in[j] = g[j] * activation_derivative(kind, x[j], opf[k])
+                g_in[j] = g[j] * activation_derivative(kind, x[j], opf[k], cst)
         cur = 1 - cur
     return g_t, cur

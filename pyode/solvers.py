@@ -30,7 +30,14 @@ SAFETY = 0.9            # aim a little below the error target so the next step i
 MIN_FACTOR = 0.2        # never shrink a step by more than 5x at once (error estimate unreliable)
 MAX_FACTOR = 10.0       # never grow a step by more than 10x at once
 DEFAULT_MAX_NUM_STEPS = 100_000   # attempted steps (accepted + rejected) per sample
-_UNDERFLOW_ULPS = 10    # a step below this many ulps of t cannot move t: give up
+_UNDERFLOW_ULPS = 10    # a step below ~10 ulps of t cannot move t reliably: give up
+
+
+def min_step(t, dtype=np.float64):
+    """Smallest usable step at time ``t``: 10·ε·|t| (plus the smallest normal number, so the
+    bound stays positive at t = 0). ε is the machine epsilon of ``dtype``."""
+    info = np.finfo(dtype)
+    return _UNDERFLOW_ULPS * (info.eps * np.abs(t) + info.tiny)
 
 
 @dataclass
@@ -307,7 +314,7 @@ def integrate_adaptive(ev, y0, t_out, tab, rtol, atol, first_step=None,
     while active.size:
         ta, ya, ha, k1a = t[active], y[active], h[active], k1[active]
         # A step below a few ulps of t cannot move t (accepted or not): give up.
-        under = np.abs(ha) < _UNDERFLOW_ULPS * np.abs(np.spacing(ta))
+        under = np.abs(ha) < min_step(ta)
         if np.any(under):
             i = int(np.argmax(under))
             if nonfinite[active[i]]:
