@@ -314,7 +314,8 @@ def solve_fixed(mode, ops, opf, theta, D, y0, t_out, tab, ys, work, acts, gbuf, 
     n_steps = 0
     for i in range(1, T):
         span = t_out[i] - t_out[i - 1]
-        n_f = max(one, np.ceil(abs(span) / step_size * cst[C_FIXED_SHRINK]))
+        # n = ceil(|Δt| / step_size), as a float of the working dtype: ceil(x) = −(−x // 1).
+        n_f = max(one, -((-abs(span) / step_size * cst[C_FIXED_SHRINK]) // one))
         n = int(n_f)
         h = span / n_f
         k_f = zero

@@ -211,13 +211,13 @@ def _raise_if_nonfinite(values, t, h, nfev):
         raise NonFiniteError("Non-finite state or derivative", t[i], h[i], nfev[i])
 
 
-def integrate_fixed(ev, y0, t_out, tab, step_size):
+def integrate_fixed(ev, y0, t_out, tab, step_size, on_step=None):
     """Fixed-step integration; each output interval is split into equal steps ≤ step_size.
 
     Design decision: torchdiffeq steps on the grid t0 + k·h and interpolates the outputs; we
     split every interval [t_{i-1}, t_i] into n = ceil(|Δt| / step_size) equal steps so the last
     step lands exactly on each output time and nothing is interpolated. When step_size divides
-    the interval the steps are exactly step_size.
+    the interval the steps are exactly step_size. ``on_step``: see :func:`integrate_adaptive`.
 
     Returns
     -------
@@ -240,11 +240,13 @@ def integrate_fixed(ev, y0, t_out, tab, step_size):
             t_new = t_out[i] if k == n - 1 else t + h
             tt, hh, tn = np.full(B, t), np.full(B, h), np.full(B, t_new)
             k1 = ev(tt, y)
-            y = rk_step(ev, tt, y, hh, tn, k1, tab, K)
+            y_start, y = y, rk_step(ev, tt, y, hh, tn, k1, tab, K)
             n_steps += 1
             nfev = np.full(B, tab.n_stages * n_steps)
             _raise_if_nonfinite(np.concatenate([y, K.transpose(1, 0, 2).reshape(B, -1)], 1),
                                 tt, hh, nfev)
+            if on_step is not None:
+                on_step(np.arange(B), tt, hh, tn, y_start, K)
         ys[i] = y
     stats = dict(nfev=np.full(B, tab.n_stages * n_steps), n_accepted=np.full(B, n_steps),
                  n_rejected=np.zeros(B, dtype=np.int64))
@@ -252,7 +254,7 @@ def integrate_fixed(ev, y0, t_out, tab, step_size):
 
 
 def integrate_adaptive(ev, y0, t_out, tab, rtol, atol, first_step=None,
-                       max_num_steps=DEFAULT_MAX_NUM_STEPS, norm_mask=None):
+                       max_num_steps=DEFAULT_MAX_NUM_STEPS, norm_mask=None, on_step=None):
     """Adaptive integration with per-sample step control and dense output at ``t_out``.
 
     Parameters
@@ -272,6 +274,12 @@ def integrate_adaptive(ev, y0, t_out, tab, rtol, atol, first_step=None,
         Attempted steps allowed per sample.
     norm_mask : ndarray of bool, shape (D,), optional
         Components that enter the error norm (all by default; the adjoint's seminorm uses it).
+    on_step : callable, optional
+        ``on_step(rows, t, h, t_new, y, K)``, called after the accepted steps of every pass
+        over the active samples: ``rows`` (n,) the sample indices, ``t``, ``h``, ``t_new`` (n,)
+        step start, signed size and end, ``y`` (n, D) the state at the step start and ``K``
+        (s, n, D) the stages (``pyode.trajectory`` records them for the discrete and the
+        checkpointed adjoints). The arrays may be reused afterwards: copy what you keep.
 
     Returns
     -------
@@ -345,6 +353,8 @@ def integrate_adaptive(ev, y0, t_out, tab, rtol, atol, first_step=None,
         if acc.size:
             rows = active[acc]
             n_acc[rows] += 1
+            if on_step is not None:
+                on_step(rows, ta[acc], ha[acc], t_new[acc], ya[acc], K[:, acc])
             while True:
                 has_out = nxt[rows] < T
                 idx = np.minimum(nxt[rows], T - 1)
@@ -377,6 +387,18 @@ def integrate_adaptive(ev, y0, t_out, tab, rtol, atol, first_step=None,
 
     stats = dict(nfev=nfev, n_accepted=n_acc, n_rejected=n_rej)
     return ys, stats, np.abs(h)
+
+
+def integrate(ev, y0, t_out, tab, rtol, atol, opts, norm_mask=None, on_step=None):
+    """Run :func:`integrate_adaptive` or :func:`integrate_fixed`, whichever ``tab`` needs.
+
+    ``opts`` is the dict of :func:`check_options`. Returns ``(ys (T, B, D), stats)``.
+    """
+    if tab.adaptive:
+        ys, stats, _ = integrate_adaptive(ev, y0, t_out, tab, rtol, atol, opts["first_step"],
+                                          opts["max_num_steps"], norm_mask, on_step)
+        return ys, stats
+    return integrate_fixed(ev, y0, t_out, tab, opts["step_size"], on_step)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -414,6 +436,28 @@ def check_y0(y0):
     if not np.all(np.isfinite(y)):
         raise ValueError("y0 contains NaN or inf; the initial state must be finite")
     return np.ascontiguousarray(y)
+
+
+def is_device_array(x):
+    """True for a CUDA device array (numba-cuda's, its simulator's, or anything exposing
+    ``__cuda_array_interface__``)."""
+    return not isinstance(x, np.ndarray) and (hasattr(x, "__cuda_array_interface__")
+                                              or hasattr(x, "copy_to_host"))
+
+
+def check_device_y0(y0, backend):
+    """Validate a CUDA device array y0: backend='cuda', shape (B, D), float32 or float64.
+
+    Its values stay on the device and are not inspected (no NaN check).
+    """
+    if backend != "cuda":
+        raise TypeError("y0 is a CUDA device array: pass backend='cuda', or copy it to the host "
+                        "(y0.copy_to_host())")
+    if len(y0.shape) != 2:
+        raise ValueError(f"a device array y0 must have shape (B, D), got shape {y0.shape}")
+    if np.dtype(y0.dtype) not in (np.float32, np.float64):
+        raise TypeError(f"y0 must be float32 or float64, got dtype {y0.dtype}")
+    return y0
 
 
 def check_tolerances(rtol, atol, D, name="rtol/atol"):
@@ -493,15 +537,24 @@ def batch_field(f, squeeze, y_shape):
 # Public entry point
 # ---------------------------------------------------------------------------------------------
 
-BACKENDS = ("auto", "numpy", "numba")
+BACKENDS = ("auto", "numpy", "numba", "cuda")
 
 
 def kernel_module(f, backend):
     """The kernel module that runs this call, or None for the NumPy path.
 
     Built-in nn fields run on ``pyode.kernels.rk`` (Numba CPU) unless the field or the call
-    asks for ``backend="numpy"``. A kernel module provides ``odeint_nn`` and ``adjoint_nn``.
+    asks for ``backend="numpy"``; ``backend="cuda"`` runs them on ``pyode.kernels.cuda``. A
+    kernel module provides ``odeint_nn`` and ``adjoint_nn``.
     """
+    if backend == "cuda":
+        from . import nn
+        if not isinstance(f, nn.Sequential):
+            raise ValueError("backend='cuda' runs built-in pyode.nn fields only; this field is a "
+                             f"{type(f).__name__}: use backend='numpy' (or 'auto')")
+        from .kernels import cuda
+        cuda.check_device()
+        return cuda
     if _use_kernels(f, backend):
         from .kernels import rk
         return rk
@@ -578,13 +631,16 @@ def _odeint(f, y0, t, method, rtol, atol, options, backend, norm_mask=None):
         raise TypeError(f"f must be a vector field (callable as f(t, y)), got {type(f).__name__}")
     tab = get_tableau(method)
     t_arr = check_times(t)
-    y = check_y0(y0)
+    on_device = is_device_array(y0)
+    y = check_device_y0(y0, backend) if on_device else check_y0(y0)
     squeeze = y.ndim == 1
     yb = y[None] if squeeze else y
     rtol, atol = check_tolerances(rtol, atol, yb.shape[1])
     opts = check_options(options, tab)
     kernels = kernel_module(f, backend)
-    if kernels is not None:
+    if on_device:
+        ys, stats = kernels.odeint_nn(f, yb, t_arr, tab, rtol, atol, opts, on_device=True)
+    elif kernels is not None:
         ys, stats = kernels.odeint_nn(f, yb, t_arr, tab, rtol, atol, opts)
     else:
         ev = batch_field(f, squeeze, yb.shape)
