@@ -90,19 +90,18 @@ def activation(kind, x, alpha, cst):
 
 
 @register_jitable
-def activation_derivative(kind, x, alpha, cst):
-    """σ'(x): the diagonal of the activation's Jacobian."""
+def activation_derivative(kind, x, y, alpha, cst):
+    """σ'(x): the diagonal of the activation's Jacobian, given the input x and the output
+    y = σ(x) of the forward pass (tanh and sigmoid reuse y instead of a second exp/tanh)."""
     zero, one = cst[C_ZERO], cst[C_ONE]
     if kind == TANH:
-        y = math.tanh(x)
-        return one - y * y
+        return one - y * y                    # tanh' = 1 − tanh²
     if kind == RELU:
         return one if x > zero else zero
     if kind == SOFTPLUS:
         return _sigmoid(x, cst)
     if kind == SIGMOID:
-        s = _sigmoid(x, cst)
-        return s * (one - s)
+        return y * (one - y)                  # σ' = σ(1 − σ)
     if kind == ELU:
         return one if x > zero else alpha * math.exp(x)
     if kind == SIN:
@@ -167,6 +166,7 @@ def mlp_vjp(ops, opf, theta, acts, v, gbuf, g_theta, cst):
         g = gbuf[cur]
         g_in = gbuf[1 - cur]
         x = acts[k]
+        y = acts[k + 1]
         if kind == LINEAR:
             bias = off + n_out * n_in
             for j in range(n_in):
@@ -184,6 +184,6 @@ def mlp_vjp(ops, opf, theta, acts, v, gbuf, g_theta, cst):
                 g_in[j] = g[j]
         else:
             for j in range(n_in):
-                g_in[j] = g[j] * activation_derivative(kind, x[j], opf[k], cst)
+                g_in[j] = g[j] * activation_derivative(kind, x[j], y[j], opf[k], cst)
         cur = 1 - cur
     return g_t, cur
