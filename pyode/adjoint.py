@@ -1,9 +1,26 @@
-"""The adjoint method: gradients of a loss on ``odeint``'s output, by integrating backward.
+"""Gradients of a loss on ``odeint``'s output: ``odeint_adjoint`` and its four methods.
 
-Chen, Rubanova, Bettencourt & Duvenaud (2018), "Neural Ordinary Differential Equations",
-arXiv:1806.07366, Algorithm 1 and Appendix C (gradients with respect to the times).
+``odeint_adjoint(f, y0, t, ..., adjoint_method=...)`` solves like ``odeint`` and returns a
+``vjp(grad_ys)`` closure. The method decides how the gradient is computed (README, "Gradient
+methods"; Ma et al. 2018, arXiv:1812.01892, compare them):
 
-For a loss L(y(t_0), …, y(t_N)) the adjoint a(t) = dL/dy(t) obeys, between output times,
+================  ======================================================  ================
+adjoint_method    what                                                    memory (steps N)
+================  ======================================================  ================
+``"backsolve"``   Chen et al. (2018), Alg. 1: re-integrate y backward      O(1)
+                  with the adjoint (this module). Unstable on contracting
+                  dynamics: warns (:class:`AdjointReconstructionWarning`)
+``"checkpoint"``  the adjoint against the forward y(t), replayed from      O(N·(3 + D/k))
+                  checkpoints (``pyode.checkpoint``)
+``"discrete"``    reverse mode through the RK steps taken: the exact       O(N·(s + 1)·D)
+                  derivative of the computed solution (``pyode.discrete``)
+``"forward"``     forward sensitivity S = ∂y/∂(y0, θ) integrated with y    O(T·D·(D + P))
+                  (``pyode.forward_sensitivity``); for few parameters
+================  ======================================================  ================
+
+The backsolve adjoint (Chen, Rubanova, Bettencourt & Duvenaud 2018, "Neural Ordinary
+Differential Equations", arXiv:1806.07366, Algorithm 1 and Appendix C). For a loss
+L(y(t_0), …, y(t_N)) the adjoint a(t) = dL/dy(t) obeys, between output times,
 
     da/dt = −a(t)ᵀ ∂f/∂y,                                    (Chen et al., eq. 4)
 
@@ -14,13 +31,22 @@ and the parameter and time gradients are integrals along the same backward solve
 
 The state z(t) is not stored: it is re-integrated backward together with a, a_θ, a_t as one
 augmented state ``[z, a, a_θ, a_t]`` (Algorithm 1). At each output time t_i the loss's own
-gradient dL/dy(t_i) is added to a, and z is restarted from the stored forward value y(t_i).
+gradient dL/dy(t_i) is added to a, and z is restarted from the stored forward value y(t_i);
+the gap between the two, in units of the adjoint tolerance, is the reconstruction error that
+the backsolve warning watches.
 
-Design decision (optimise-then-discretise): this is the gradient of the *continuous* solution,
-computed to the adjoint tolerances; it differs from the exact derivative of the numerical
-forward solution (discretise-then-optimise, as backprop through the solver computes) by an
-amount of the order of the tolerances. torchdiffeq's ``odeint_adjoint`` and diffrax's
-``BacksolveAdjoint`` make the same choice.
+Design decision (optimise-then-discretise): "backsolve", "checkpoint" and "forward" give the
+gradient of the *continuous* solution, computed to the tolerances; "discrete" gives the exact
+derivative of the numerical forward solution (discretise-then-optimise, as backprop through
+the solver computes). The two differ by an amount of the order of the tolerances.
+torchdiffeq's ``odeint_adjoint`` and diffrax's ``BacksolveAdjoint`` default to backsolve; we
+keep it as the default for its constant memory and warn where it fails.
+
+Seminorm (``adjoint_options={"norm": "seminorm"}``, Kidger, Chen & Lyons 2021,
+arXiv:2009.09457, §3): a_θ and a_t are quadratures — nothing else reads them — so their local
+error cannot spoil the rest of the solve and need not limit the step. The seminorm leaves them
+out of the backward error norm (backsolve: the norm over [z, a]; checkpoint: over a), which
+takes fewer steps, most so when P is large.
 
 Time gradients. With g_i = ∂L/∂y(t_i): dL/dt_i = g_i · f(t_i, y(t_i)) for i ≥ 1 (moving an
 output time moves only that output). For t_0 the whole trajectory moves:
@@ -28,13 +54,49 @@ dL/dt_0 = −a(t_0⁺) · f(t_0, y_0), with a(t_0⁺) the adjoint before g_0 is 
 backward solve a_t(t) = −a(t)ᵀ f(t, z(t)) is carried as the integral of App. C: it starts at
 −g_N · f(t_N, y_N), jumps by −g_i · f(t_i, y_i) when g_i is added, and a_t(t_0) = dL/dt_0.
 """
+import warnings
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import numpy as np
 
-from .solvers import (SolveInfo, _odeint, batch_field, check_options, check_tolerances,
-                      integrate_adaptive, integrate_fixed, kernel_module)
+from .checkpoint import checkpoint_pass
+from .discrete import discrete_pass
+from .errors import AdjointReconstructionWarning
+from .forward_sensitivity import sensitivity_solve, sensitivity_vjp
+from .protocol import n_params, require, vjp_rows
+from .solvers import (SolveInfo, _odeint, batch_field, check_options, check_times,
+                      check_tolerances, check_y0, integrate, integrate_adaptive, integrate_fixed,
+                      kernel_module)
 from .tableaus import get_tableau
+from .trajectory import StepRecorder
+
+#: The gradient methods of :func:`odeint_adjoint`, name → one line (module docstring).
+ADJOINT_METHODS = {
+    "backsolve": "Chen et al. (2018): y re-integrated backward with the adjoint; O(1) memory",
+    "checkpoint": "adjoint against the forward y(t) replayed from stored states; stable",
+    "discrete": "reverse mode through the Runge-Kutta steps taken: the discrete gradient",
+    "forward": "forward sensitivity dS/dt = f_y S + f_theta; cheap for few parameters",
+}
+
+#: ``adjoint_options`` keys each method accepts, with their defaults.
+ADJOINT_OPTIONS = {
+    "backsolve": {"norm": "rms"},
+    "checkpoint": {"norm": "rms", "checkpoint_every": 1},
+    "discrete": {},
+    "forward": {},
+}
+
+#: Backward error norms: the RMS over the whole augmented state, or the seminorm of Kidger et
+#: al. (2021) that leaves the quadratures a_θ and a_t out.
+NORMS = ("rms", "seminorm")
+
+#: Warn when the backsolve reconstruction of y misses the stored forward state by more than
+#: this many times (atol + rtol·|y|). A healthy backward solve errs by the forward and backward
+#: global errors, a few times the tolerance (the global-error constant of the solver tests is
+#: below 100); an unstable one by exp(∫|λ|dt) times it, orders of magnitude more. Adaptive
+#: methods only: a fixed-step solve errs by O(h^p), which the tolerances say nothing about.
+RECONSTRUCTION_WARN_FACTOR = 100.0
 
 
 @dataclass
@@ -50,45 +112,312 @@ class AdjointGradients:
     t : ndarray, shape (T,)
         dL/dt_i for every output time (units: loss per unit of t), summed over the samples.
     info : SolveInfo
-        Statistics of the backward solve (nfev and steps per sample, summed over intervals).
+        Statistics of the backward pass, per sample: its field evaluations (``nfev``; for
+        "discrete" the vjp evaluations, for "forward" the T evaluations of f for dL/dt) and
+        the steps of its backward solve (summed over the intervals; "discrete": the steps
+        reversed; "forward": none).
+    forward_info : SolveInfo or None
+        Statistics of the forward solve ("forward": of the augmented system [y, S]).
+    method : str
+        The ``adjoint_method`` that computed them.
     """
 
     y0: np.ndarray
     params: np.ndarray
     t: np.ndarray
     info: SolveInfo
+    forward_info: SolveInfo = None
+    method: str = "backsolve"
 
 
-def _vjp_rows(f, squeeze):
-    """Per-sample VJP ``(t (n,), y (n, D), v (n, D)) → (vᵀf_y (n, D), vᵀf_θ (n, P), vᵀf_t (n,))``.
+def odeint_adjoint(f, y0, t, method="dopri5", rtol=1e-7, atol=1e-9, adjoint_rtol=None,
+                   adjoint_atol=None, options=None, backend="auto", adjoint_method="backsolve",
+                   adjoint_options=None):
+    """Solve like :func:`pyode.odeint` and return a function computing gradients.
 
-    Uses the field's optional ``vjp_per_sample``; otherwise calls ``vjp`` one sample at a time
-    (the θ-part of ``vjp`` is summed over a batch, and the adjoint needs one a_θ per sample).
+    Parameters
+    ----------
+    f : vector field
+        Must provide ``__call__``, ``params`` and ``vjp`` (``adjoint_method="forward"``:
+        ``jvp`` and ``jvp_params`` instead of ``vjp``) — README, "vector-field protocol".
+    y0, t, method, rtol, atol, options, backend
+        As in :func:`pyode.odeint`. nn fields run on the Numba kernels for "backsolve"; the
+        other methods run on the NumPy path (a kernel may plug into "checkpoint", see
+        ``pyode.checkpoint``).
+    adjoint_rtol, adjoint_atol : float, optional
+        Tolerances of the backward solve ("backsolve", "checkpoint"; default: ``rtol`` and
+        ``atol``, an array ``atol`` defaulting to its smallest entry). The error norm is the
+        RMS over the components of a sample's augmented state, [z, a, a_θ, a_t] (2D + P + 1)
+        for backsolve and [a, a_θ, a_t] for checkpoint; an array ``adjoint_atol`` is given in
+        the [z, a, a_θ, a_t] layout (checkpoint uses its last D + P + 1 entries). "discrete"
+        and "forward" have no backward solve and reject them.
+    adjoint_method : {"backsolve", "checkpoint", "discrete", "forward"}
+        How the gradient is computed (module docstring, ``ADJOINT_METHODS``). Default
+        "backsolve", the adjoint of Chen et al.; it warns with
+        :class:`pyode.AdjointReconstructionWarning` when its backward reconstruction of y
+        misses the forward solution by more than ``RECONSTRUCTION_WARN_FACTOR`` × the
+        adjoint tolerance.
+    adjoint_options : dict, optional
+        Per method (``ADJOINT_OPTIONS``): ``"norm"`` ("backsolve", "checkpoint"): ``"rms"``
+        (default) or ``"seminorm"``; ``"checkpoint_every"`` ("checkpoint"): store the state
+        every k-th accepted step (int ≥ 1, default 1).
+
+    Returns
+    -------
+    ys : ndarray, shape (T, *y0.shape)
+    vjp : callable
+        ``vjp(grad_ys)`` with ``grad_ys = dL/dys`` (shape of ys) returns
+        :class:`AdjointGradients` with ``y0`` (shape of y0), ``params`` (P,) and ``t`` (T,).
+        It may be called any number of times.
+
+    Raises
+    ------
+    ValueError
+        Bad arguments (as ``odeint``); an unknown ``adjoint_method`` (the message lists the
+        valid ones); an ``adjoint_options`` key unknown or not taken by the method, or a bad
+        value (the message names the key); adjoint tolerances given to "discrete"/"forward";
+        ``grad_ys`` of the wrong shape or with NaN/inf.
+    TypeError
+        A field without the members the method needs (the message names them), or
+        ``adjoint_options`` not a dict.
+    SolverError
+        When the forward or the backward integration fails.
+
+    Warns
+    -----
+    AdjointReconstructionWarning
+        "backsolve" with an adaptive method only, from ``vjp``: the backward reconstruction of
+        y is off (see above).
+
+    References
+    ----------
+    Chen et al. (2018), arXiv:1806.07366, Algorithm 1 and Appendix C.
+    Kidger, Chen & Lyons (2021), "'Hey, that's not an ODE': Faster ODE Adjoints via
+    Seminorms", arXiv:2009.09457.
+    Ma et al. (2018), arXiv:1812.01892 (the methods compared).
     """
-    P = _n_params(f)
+    aopts = check_adjoint_method(adjoint_method, adjoint_options)
+    if adjoint_method == "forward":
+        require(f, ("jvp", "jvp_params"), "adjoint_method='forward'")
+    else:
+        require(f, ("vjp",), f"odeint_adjoint (adjoint_method={adjoint_method!r})")
+    if adjoint_method in ("discrete", "forward") and (adjoint_rtol is not None
+                                                        or adjoint_atol is not None):
+        raise ValueError(f"adjoint_method={adjoint_method!r} has no backward solve, so "
+                         "adjoint_rtol/adjoint_atol do not apply; leave them out (its accuracy "
+                         "is set by rtol/atol of the forward solve)")
+    run = _RUNNERS[adjoint_method]
+    ys, forward_info, backward, squeeze = run(
+        f, y0, t, method, rtol, atol, (adjoint_rtol, adjoint_atol), options, backend, aopts)
+    ys_out = ys[:, 0] if squeeze else ys
+    tab = get_tableau(method)
 
-    def vjp_rows(t, y, v):
-        n = y.shape[0]
+    def vjp(grad_ys):
+        g = np.asarray(grad_ys, dtype=ys.dtype)
+        if g.shape != ys_out.shape:
+            raise ValueError(f"grad_ys must have the shape of ys {ys_out.shape}, got {g.shape}")
+        if not np.all(np.isfinite(g)):
+            raise ValueError("grad_ys contains NaN or inf")
+        gb = g[:, None] if squeeze else g
+        a, a_theta, dLdt, stats = backward(gb)
         if squeeze:
-            vy, vth, vt = f.vjp(float(t[0]), y[0], v[0])
-            return (np.asarray(vy)[None], np.asarray(vth, dtype=y.dtype).reshape(1, P),
-                    np.asarray(vt, dtype=y.dtype).reshape(1))
-        if hasattr(f, "vjp_per_sample"):
-            vy, vth, vt = f.vjp_per_sample(t, y, v)
-            return (np.asarray(vy), np.asarray(vth, dtype=y.dtype).reshape(n, P),
-                    np.broadcast_to(np.asarray(vt, dtype=y.dtype), (n,)))
-        vy = np.empty_like(y)
-        vth = np.empty((n, P), dtype=y.dtype)
-        vt = np.empty(n, dtype=y.dtype)
-        for b in range(n):
-            vy[b], vth[b], vt[b] = f.vjp(float(t[b]), y[b], v[b])
-        return vy, vth, vt
+            a = a[0]
+            stats = {k: int(v[0]) for k, v in stats.items()}
+        return AdjointGradients(y0=a, params=a_theta.sum(axis=0), t=dLdt,
+                                info=SolveInfo(method=tab.name, **stats),
+                                forward_info=forward_info, method=adjoint_method)
 
-    return vjp_rows
+    return ys_out, vjp
 
 
-def _n_params(f):
-    return int(np.asarray(getattr(f, "params", np.zeros(0))).size)
+def check_adjoint_method(adjoint_method, adjoint_options):
+    """Validate ``adjoint_method`` and ``adjoint_options``; return the options with defaults.
+
+    Raises
+    ------
+    ValueError
+        Unknown method (lists the valid ones); a key unknown or not taken by this method, or
+        a bad value (names the key and the fix).
+    TypeError
+        ``adjoint_options`` is not a dict.
+    """
+    if not isinstance(adjoint_method, str) or adjoint_method not in ADJOINT_METHODS:
+        raise ValueError(f"adjoint_method={adjoint_method!r} is not known; valid methods: "
+                         f"{', '.join(ADJOINT_METHODS)}")
+    if not isinstance(adjoint_options, (dict, type(None))):
+        raise TypeError("adjoint_options must be a dict or None, got "
+                        f"{type(adjoint_options).__name__}")
+    valid = ADJOINT_OPTIONS[adjoint_method]
+    out = dict(valid)
+    for key, value in (adjoint_options or {}).items():
+        if key not in valid:
+            takers = [m for m, keys in ADJOINT_OPTIONS.items() if key in keys]
+            where = (f"it applies to adjoint_method={' or '.join(map(repr, takers))}" if takers
+                     else "no method takes it")
+            raise ValueError(f"adjoint_options key {key!r} is not valid for adjoint_method="
+                             f"{adjoint_method!r} ({where}); valid keys for "
+                             f"{adjoint_method!r}: {', '.join(valid) or 'none'}")
+        out[key] = value
+    if "norm" in out and out["norm"] not in NORMS:
+        raise ValueError(f"adjoint_options['norm']={out['norm']!r} is not known; valid norms: "
+                         f"{', '.join(NORMS)}")
+    every = out.get("checkpoint_every", 1)
+    if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
+        raise ValueError("adjoint_options['checkpoint_every'] must be a positive int (store "
+                         f"the state every k-th accepted step), got {every!r}")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# One runner per method: forward solve, and a backward(gb) closure
+#   runner(...) -> (ys (T, B, D), forward SolveInfo, backward, squeeze)
+#   backward(gb (T, B, D)) -> (a (B, D), a_theta (B, P), dLdt (T,), stats dict of (B,))
+# ---------------------------------------------------------------------------------------------
+
+def _run_backsolve(f, y0, t, method, rtol, atol, adjoint_tols, options, backend, aopts):
+    ys, info = _odeint(f, y0, t, method, rtol, atol, options, backend)
+    tab = get_tableau(method)
+    t_arr = np.asarray(t, dtype=np.float64)
+    squeeze = ys.ndim == 2
+    yb = ys[:, None] if squeeze else ys                 # (T, B, D)
+    B, D = yb.shape[1:]
+    W = 2 * D + n_params(f) + 1
+    a_rtol, a_atol = _adjoint_tolerances(rtol, atol, adjoint_tols, W)
+    opts = check_options(options, tab)
+    seminorm = aopts["norm"] == "seminorm"
+
+    def backward(gb):
+        kernels = kernel_module(f, backend)
+        if kernels is not None:
+            kw = {"n_norm": 2 * D} if seminorm else {}
+            a, a_theta, dLdt, stats, recon = kernels.adjoint_nn(f, yb, gb, t_arr, tab, a_rtol,
+                                                                a_atol, opts, **kw)
+        else:
+            mask = _leading(W, 2 * D) if seminorm else None      # [z, a] of [z, a, a_θ, a_t]
+            a, a_theta, dLdt, stats, recon = backward_pass(f, yb, gb, t_arr, tab, a_rtol, a_atol,
+                                                           opts, squeeze, mask)
+        if tab.adaptive:
+            _warn_if_reconstruction_failed(recon)
+        return a, a_theta, dLdt, stats
+
+    return yb, _info(info, tab), backward, squeeze
+
+
+def _run_checkpoint(f, y0, t, method, rtol, atol, adjoint_tols, options, backend, aopts):
+    prob = _check_problem(f, y0, t, method, rtol, atol, options)
+    D, P = prob.yb.shape[1], n_params(f)
+    kernels = kernel_module(f, backend)
+    every = int(aopts["checkpoint_every"])
+    a_rtol, a_atol = _adjoint_tolerances(rtol, atol, adjoint_tols, 2 * D + P + 1)
+    a_atol = a_atol if np.ndim(a_atol) == 0 else a_atol[D:]   # drop the z channel
+    seminorm = aopts["norm"] == "seminorm"
+    if kernels is not None and hasattr(kernels, "checkpoint_nn") \
+            and hasattr(kernels, "checkpoint_forward_nn"):       # the hook of pyode.checkpoint
+        ys, stats, record = kernels.checkpoint_forward_nn(f, prob.yb, prob.t, prob.tab,
+                                                          prob.rtol, prob.atol, prob.opts,
+                                                          every)
+
+        def backward(gb):
+            return kernels.checkpoint_nn(f, ys, gb, prob.t, prob.tab, record, a_rtol, a_atol,
+                                         prob.opts, D if seminorm else None)
+    else:
+        record = StepRecorder(prob.yb.shape[0], every=every)
+        ys, stats = _solve_numpy(f, prob, record)
+        mask = _leading(D + P + 1, D) if seminorm else None       # a of [a, a_θ, a_t]
+
+        def backward(gb):
+            return checkpoint_pass(f, ys, gb, prob.t, prob.tab, record, a_rtol, a_atol,
+                                   prob.opts, mask)
+
+    return ys, _info(stats, prob.tab, prob.squeeze), backward, prob.squeeze
+
+
+def _run_discrete(f, y0, t, method, rtol, atol, adjoint_tols, options, backend, aopts):
+    prob = _check_problem(f, y0, t, method, rtol, atol, options)
+    kernel_module(f, backend)                 # validates backend; this method runs on NumPy
+    record = StepRecorder(prob.yb.shape[0], stages=True)
+    ys, stats = _solve_numpy(f, prob, record)
+
+    def backward(gb):
+        return discrete_pass(f, ys, gb, prob.t, prob.tab, record)
+
+    return ys, _info(stats, prob.tab, prob.squeeze), backward, prob.squeeze
+
+
+def _run_forward(f, y0, t, method, rtol, atol, adjoint_tols, options, backend, aopts):
+    prob = _check_problem(f, y0, t, method, rtol, atol, options)
+    kernel_module(f, backend)                 # validates backend; this method runs on NumPy
+    ys, S, stats = sensitivity_solve(f, prob.yb, prob.t, prob.tab, prob.rtol, prob.atol,
+                                     prob.opts, prob.squeeze)
+
+    def backward(gb):
+        return sensitivity_vjp(f, ys, S, gb, prob.t, prob.squeeze)
+
+    return ys, _info(stats, prob.tab, prob.squeeze), backward, prob.squeeze
+
+
+_RUNNERS = {"backsolve": _run_backsolve, "checkpoint": _run_checkpoint,
+            "discrete": _run_discrete, "forward": _run_forward}
+
+
+def _check_problem(f, y0, t, method, rtol, atol, options):
+    """Validate the arguments of a NumPy-path solve (as ``odeint`` does)."""
+    if not callable(f):
+        raise TypeError(f"f must be a vector field (callable as f(t, y)), got {type(f).__name__}")
+    tab = get_tableau(method)
+    t_arr = check_times(t)
+    y = check_y0(y0)
+    squeeze = y.ndim == 1
+    yb = y[None] if squeeze else y
+    rtol, atol = check_tolerances(rtol, atol, yb.shape[1])
+    return SimpleNamespace(tab=tab, t=t_arr, yb=yb, squeeze=squeeze, rtol=rtol, atol=atol,
+                           opts=check_options(options, tab))
+
+
+def _solve_numpy(f, prob, on_step):
+    """The NumPy forward solve of ``odeint``, with an ``on_step`` hook."""
+    ev = batch_field(f, prob.squeeze, prob.yb.shape)
+    return integrate(ev, prob.yb, prob.t, prob.tab, prob.rtol, prob.atol, prob.opts,
+                     on_step=on_step)
+
+
+def _info(stats, tab, squeeze=False):
+    """A SolveInfo from a stats dict (ints for a 1-D problem); a SolveInfo passes through."""
+    if isinstance(stats, SolveInfo):
+        return stats
+    if squeeze:
+        stats = {k: int(v[0]) for k, v in stats.items()}
+    return SolveInfo(method=tab.name, **stats)
+
+
+def _adjoint_tolerances(rtol, atol, adjoint_tols, W):
+    """The backward solve's (rtol, atol), validated for a state of W components."""
+    adjoint_rtol, adjoint_atol = adjoint_tols
+    a_rtol = rtol if adjoint_rtol is None else adjoint_rtol
+    a_atol = float(np.min(atol)) if adjoint_atol is None else adjoint_atol
+    return check_tolerances(a_rtol, a_atol, W, "adjoint_rtol/adjoint_atol")
+
+
+def _leading(W, n):
+    """Boolean mask (W,) selecting the first n components (the seminorm's channels)."""
+    mask = np.zeros(W, dtype=bool)
+    mask[:n] = True
+    return mask
+
+
+def _warn_if_reconstruction_failed(recon):
+    """Warn (AdjointReconstructionWarning) when the backsolve reconstruction is off."""
+    recon = np.asarray(recon)
+    if recon.size and np.max(recon) > RECONSTRUCTION_WARN_FACTOR:
+        b = int(np.argmax(recon))
+        where = f" (sample {b})" if recon.size > 1 else ""
+        warnings.warn(AdjointReconstructionWarning(
+            "backsolve adjoint: re-integrating y backward missed the stored forward solution "
+            f"by {recon[b]:.3g} x (atol + rtol*|y|){where}, above the threshold "
+            f"{RECONSTRUCTION_WARN_FACTOR:g}. The dynamics are probably contracting "
+            "(dissipative), where the backward reconstruction is unstable and the gradients "
+            "can be wrong; use adjoint_method='checkpoint' (or 'discrete' / 'forward')"),
+            stacklevel=4)
 
 
 def augmented_dynamics(f, squeeze, D):
@@ -99,88 +428,14 @@ def augmented_dynamics(f, squeeze, D):
         dz/dt = f(t, z),  da/dt = −aᵀ∂f/∂z,  da_θ/dt = −aᵀ∂f/∂θ,  da_t/dt = −aᵀ∂f/∂t.
     """
     ev = batch_field(f, squeeze, None)
-    vjp_rows = _vjp_rows(f, squeeze)
+    rows = vjp_rows(f, squeeze)
 
     def ev_aug(t, s):
         z, a = s[:, :D], s[:, D:2 * D]          # layout: [z | a | a_θ | a_t]
-        vy, vth, vt = vjp_rows(t, z, a)
+        vy, vth, vt = rows(t, z, a)
         return np.concatenate([ev(t, z), -vy, -vth, -vt[:, None]], axis=1)
 
     return ev_aug
-
-
-def odeint_adjoint(f, y0, t, method="dopri5", rtol=1e-7, atol=1e-9, adjoint_rtol=None,
-                   adjoint_atol=None, options=None, backend="auto"):
-    """Solve like :func:`pyode.odeint` and return a function computing gradients by the adjoint.
-
-    Parameters
-    ----------
-    f : vector field
-        Must provide ``__call__``, ``params`` and ``vjp`` (README, "vector-field protocol").
-    y0, t, method, rtol, atol, options, backend
-        As in :func:`pyode.odeint`.
-    adjoint_rtol, adjoint_atol : float, optional
-        Tolerances of the backward solve of the augmented state [z, a, a_θ, a_t] (default:
-        ``rtol`` and ``atol``; an array ``atol`` defaults to its smallest entry). The error norm
-        of the backward solve is the RMS over all 2D + P + 1 components of a sample.
-
-    Returns
-    -------
-    ys : ndarray, shape (T, *y0.shape)
-    vjp : callable
-        ``vjp(grad_ys)`` with ``grad_ys = dL/dys`` (shape of ys) returns
-        :class:`AdjointGradients` with ``y0`` (shape of y0), ``params`` (P,) and ``t`` (T,).
-
-    Raises
-    ------
-    ValueError, TypeError
-        Bad arguments (as ``odeint``), a field without ``vjp``, or ``grad_ys`` of the wrong
-        shape or with NaN/inf.
-    SolverError
-        When the forward or the backward integration fails.
-
-    References
-    ----------
-    Chen et al. (2018), arXiv:1806.07366, Algorithm 1 and Appendix C.
-    """
-    if not hasattr(f, "vjp"):
-        raise TypeError(f"odeint_adjoint needs a field with a vjp(t, y, v) method; "
-                        f"{type(f).__name__} has none (see the vector-field protocol)")
-    ys, info = _odeint(f, y0, t, method, rtol, atol, options, backend)
-    tab = get_tableau(method)
-    t_arr = np.asarray(t, dtype=np.float64)
-    squeeze = ys.ndim == 2
-    yb = ys[:, None] if squeeze else ys                 # (T, B, D)
-    B, D = yb.shape[1:]
-    P = _n_params(f)
-    a_rtol = rtol if adjoint_rtol is None else adjoint_rtol
-    a_atol = adjoint_atol
-    if a_atol is None:
-        a_atol = float(np.min(atol))
-    a_rtol, a_atol = check_tolerances(a_rtol, a_atol, 2 * D + P + 1, "adjoint_rtol/adjoint_atol")
-    opts = check_options(options, tab)
-
-    def vjp(grad_ys):
-        g = np.asarray(grad_ys, dtype=ys.dtype)
-        if g.shape != ys.shape:
-            raise ValueError(f"grad_ys must have the shape of ys {ys.shape}, got {g.shape}")
-        if not np.all(np.isfinite(g)):
-            raise ValueError("grad_ys contains NaN or inf")
-        gb = g[:, None] if squeeze else g
-        kernels = kernel_module(f, backend)
-        if kernels is not None:
-            a, a_theta, dLdt, stats, recon = kernels.adjoint_nn(f, yb, gb, t_arr, tab, a_rtol,
-                                                                a_atol, opts)
-        else:
-            a, a_theta, dLdt, stats, recon = backward_pass(f, yb, gb, t_arr, tab, a_rtol, a_atol,
-                                                           opts, squeeze)
-        if squeeze:
-            a = a[0]
-            stats = {k: int(v[0]) for k, v in stats.items()}
-        return AdjointGradients(y0=a, params=a_theta.sum(axis=0), t=dLdt,
-                                info=SolveInfo(method=tab.name, **stats))
-
-    return ys, vjp
 
 
 def backward_pass(f, yb, gb, t, tab, rtol, atol, opts, squeeze, norm_mask=None):
@@ -202,7 +457,7 @@ def backward_pass(f, yb, gb, t, tab, rtol, atol, opts, squeeze, norm_mask=None):
                                  max |z(t_i) − y(t_i)| / (atol + rtol·|y(t_i)|)
     """
     T, B, D = yb.shape
-    P = _n_params(f)
+    P = n_params(f)
     ev = batch_field(f, squeeze, None)
     ev_aug = augmented_dynamics(f, squeeze, D)
     dtype = yb.dtype

@@ -1,8 +1,9 @@
-"""Exceptions raised when an integration cannot go on.
+"""Exceptions raised when an integration cannot go on, and the warnings of the adjoint.
 
 Every solver failure is a :class:`SolverError`; its message names the time ``t`` reached, the
 step size ``dt`` tried (in the units of ``t``) and the number of function evaluations ``nfev``,
-and says what to try (STYLE.md §11).
+and says what to try (STYLE.md §11). :class:`AdjointReconstructionWarning` (a UserWarning)
+says that a backsolve gradient is not to be trusted, and which method to use instead.
 """
 
 
@@ -50,3 +51,18 @@ class TooManyStepsError(SolverError):
 
     hint = ("raise options['max_num_steps'], loosen rtol/atol, or check whether the problem is "
             "stiff (explicit Runge-Kutta methods need tiny steps on stiff problems)")
+
+
+class AdjointReconstructionWarning(UserWarning):
+    """The backsolve adjoint re-integrated y backward and did not find the forward solution.
+
+    ``adjoint_method="backsolve"`` (Chen et al. 2018, Alg. 1) does not store y(t): it runs the
+    state backward from y(T) next to the adjoint. On contracting (dissipative) dynamics that
+    backward run is unstable: a tiny error in y(T) grows like exp(∫|λ|dt), the reconstructed
+    y(t) drifts away from the forward solution and the parameter gradient, an integral along
+    it, can be wrong although the forward pass is accurate. The warning is raised when, at an
+    output time, the reconstruction differs from the stored forward state by more than
+    ``pyode.adjoint.RECONSTRUCTION_WARN_FACTOR`` (100) × (atol + rtol·|y|) with the adjoint
+    tolerances (adaptive methods only: fixed-step solves are not held to rtol/atol). The fix:
+    ``adjoint_method="checkpoint"`` (or ``"discrete"`` / ``"forward"``).
+    """

@@ -16,6 +16,9 @@ Layers act row by row on a batch. With ``x`` of shape ``(B, n_in)`` and per-samp
 3. ``vjp(x, t, v)`` returns a tuple ``(vᵀ∂y/∂x, vᵀ∂y/∂θ, vᵀ∂y/∂t)`` of shapes ``(B, n_in)``,
    ``(B, n_params)`` (one row per sample, not summed) and ``(B,)``; the last two are ``None``
    for layers without parameters or without a time dependence.
+4. Layers with parameters (``n_params > 0``) also write ``jvp_params(x, t, w)``, the
+   parameter-JVP ``∂y/∂θ · w`` for a tangent ``w`` of shape ``(n_params,)`` (the layer's own
+   slice of ``params``, the same for every row); shape ``(B, n_out)``.
 
 Elementwise activations have a diagonal Jacobian ``J = diag(σ'(x))``, so their JVP and VJP are
 the same product ``σ'(x) ⊙ u``; each activation therefore writes ``forward`` and ``derivative``
@@ -31,8 +34,8 @@ order, owns the slice ``params[offset : offset + n_out*n_in + n_out]``: its weig
 rely on this layout exactly.
 
 The vector-field protocol (README, "The vector-field protocol") is implemented by
-:class:`Sequential` and hence by :class:`MLP`: ``f(t, y)``, ``f.params``, ``f.jvp``, ``f.vjp``
-and ``f.vjp_per_sample``.
+:class:`Sequential` and hence by :class:`MLP`: ``f(t, y)``, ``f.params``, ``f.jvp``, ``f.vjp``,
+``f.vjp_per_sample`` and ``f.jvp_params`` (∂f/∂θ · w, used by forward sensitivity).
 
 References
 ----------
@@ -174,6 +177,18 @@ class Linear(Layer):
         """``∂y/∂x · u = W u`` row by row; shape ``(B, n_out)``."""
         self._check_bound()
         return u @ self.W.T
+
+    def jvp_params(self, x, t, w):
+        """Parameter-JVP ``∂y/∂θ · w = W_w x + b_w`` row by row; shape ``(B, n_out)``.
+
+        ``w`` of shape ``(n_params,)`` is a tangent in this layer's parameter layout: ``W_w``
+        (``w[:n_out*n_in]`` reshaped row-major to ``(n_out, n_in)``) then ``b_w``; ``x`` is held
+        fixed. (``y`` is linear in ``(W, b)``, so this is ``y`` evaluated at the tangent.)
+        """
+        self._check_bound()
+        n_w = self.n_out * self.n_in
+        w = np.asarray(w, dtype=x.dtype)
+        return x @ w[:n_w].reshape(self.n_out, self.n_in).T + w[n_w:]
 
     def vjp(self, x, t, v):
         """Cotangents of ``y = W x + b`` for each sample ``β`` of the batch.
@@ -460,7 +475,7 @@ class Sequential:
     """A chain of layers ``f = L_K ∘ … ∘ L_1`` that owns one flat parameter vector.
 
     ``Sequential`` implements the vector-field protocol of the README: ``f(t, y)``, ``params``,
-    ``jvp``, ``vjp`` and ``vjp_per_sample``.
+    ``jvp``, ``vjp``, ``vjp_per_sample`` and ``jvp_params``.
 
     Parameters
     ----------
@@ -615,6 +630,41 @@ class Sequential:
             du = layer.jvp(x, tb, du)
             if k < last:
                 x = layer.forward(x, tb)
+        return self._shape_like(du, y)
+
+    def jvp_params(self, t, y, w):
+        """Parameter-JVP ``∂f/∂θ · w`` (``t`` and ``y`` held fixed).
+
+        Forward mode through the chain: with the tangent ``u₀ = 0`` of the input,
+        ``u_k = J_x^k u_{k−1} + J_θ^k w_k`` for layer k (``J_θ^k w_k`` only for layers with
+        parameters, ``w_k`` their slice of ``w``), and the result is the last ``u_k``.
+
+        Parameters
+        ----------
+        t : float or ndarray, shape (B,)
+        y : ndarray, shape (D,) or (B, D)
+        w : ndarray, shape (P,)
+            Tangent in the layout of ``params`` (the same for every sample of a batch).
+
+        Returns
+        -------
+        ndarray, shape (D_out,) or (B, D_out), dtype of ``y``
+            Row ``β`` is ``∂f/∂θ · w`` at sample ``β``.
+
+        Raises
+        ------
+        ValueError
+            ``w`` is not of shape (P,).
+        """
+        x, tb, y = self._prepare(t, y)
+        w = self._check_like(w, self._params.shape, "w", "the shape of params")
+        w = w.astype(x.dtype, copy=False)
+        du = np.zeros_like(x)
+        for layer in self.layers:
+            du = layer.jvp(x, tb, du)
+            if layer.n_params:
+                du = du + layer.jvp_params(x, tb, w[layer.offset:layer.offset + layer.n_params])
+            x = layer.forward(x, tb)
         return self._shape_like(du, y)
 
     def vjp_per_sample(self, t, y, v):

@@ -149,13 +149,14 @@ def step_factor(err_norm, error_order, accepted):
     return np.where(np.isfinite(err_norm), factor, MIN_FACTOR)
 
 
-def initial_step(ev, t0, y0, f0, t_end, error_order, rtol, atol):
+def initial_step(ev, t0, y0, f0, t_end, error_order, rtol, atol, mask=None):
     """Hairer's starting step size (HNW I, §II.4, p. 169), per sample, as a magnitude.
 
     d0 = ‖y0‖, d1 = ‖f0‖ (scaled by atol + rtol|y0|); h0 = 0.01 d0/d1 (1e-6 if either is
     below 1e-5); one explicit Euler probe gives d2 = ‖f(t0 + h0, y0 + h0 f0) − f0‖ / h0; then
     h1 = (0.01 / max(d1, d2))^(1/(q+1)) and h = min(100 h0, h1). Every step is clipped to the
-    integration interval so the probe never evaluates f outside [t0, t_end].
+    integration interval so the probe never evaluates f outside [t0, t_end]. ``mask`` (bool
+    (D,), optional) restricts the norms to the components of the error norm (the seminorm).
 
     Returns
     -------
@@ -165,15 +166,16 @@ def initial_step(ev, t0, y0, f0, t_end, error_order, rtol, atol):
     span = np.abs(t_end - t0)
     direction = np.sign(t_end - t0)
     scale = atol + rtol * np.abs(y0)
-    d0 = np.sqrt(np.mean(np.square(_scaled(y0, scale)), axis=1))
-    d1 = np.sqrt(np.mean(np.square(_scaled(f0, scale)), axis=1))
+    cols = slice(None) if mask is None else mask
+    d0 = np.sqrt(np.mean(np.square(_scaled(y0, scale))[:, cols], axis=1))
+    d1 = np.sqrt(np.mean(np.square(_scaled(f0, scale))[:, cols], axis=1))
     small = (d0 < 1e-5) | (d1 < 1e-5)
     h0 = np.where(small, 1e-6, 0.01 * d0 / np.where(small, 1.0, d1))
     h0 = np.minimum(h0, span)
     y1 = y0 + (direction * h0).astype(y0.dtype)[:, None] * f0
     with np.errstate(over="ignore", invalid="ignore"):
         f1 = ev(t0 + direction * h0, y1)
-        d2 = np.sqrt(np.mean(np.square(_scaled(f1 - f0, scale)), axis=1)) / h0
+        d2 = np.sqrt(np.mean(np.square(_scaled(f1 - f0, scale))[:, cols], axis=1)) / h0
     dmax = np.maximum(d1, d2)
     tiny = dmax <= 1e-15
     h1 = np.where(tiny, np.maximum(1e-6, h0 * 1e-3),
@@ -309,7 +311,7 @@ def integrate_adaptive(ev, y0, t_out, tab, rtol, atol, first_step=None,
     nfev += 1
     _raise_if_nonfinite(k1, t, np.zeros(B), nfev)
     if first_step is None:
-        h = initial_step(ev, t, y, k1, t_end, tab.error_order, rtol, atol)
+        h = initial_step(ev, t, y, k1, t_end, tab.error_order, rtol, atol, norm_mask)
         nfev += 1
     else:
         h = np.minimum(np.broadcast_to(np.abs(first_step), (B,)).astype(np.float64),

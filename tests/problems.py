@@ -8,10 +8,11 @@ Every field here implements the vector-field protocol of the README by hand:
    changes the field;
 3. ``jvp(t, y, u)`` — ∂f/∂y · u, shape of ``y``;
 4. ``vjp(t, y, v)`` — ``(vᵀ∂f/∂y`` shape of y, ``vᵀ∂f/∂θ`` (P,) summed over the batch,
-   ``vᵀ∂f/∂t`` shape of t; summed over the batch for a float t and a batched y).
+   ``vᵀ∂f/∂t`` shape of t; summed over the batch for a float t and a batched y);
+5. ``jvp_params(t, y, w)`` — ∂f/∂θ · w for w (P,), shape of ``y`` (forward sensitivity).
 
-A subclass writes the batched formulas once (``_f``, ``_jvp``, ``_vjp_rows`` on t (B,),
-y (B, D)); :class:`Field` does the 1-D / batch bookkeeping.
+A subclass writes the batched formulas once (``_f``, ``_jvp``, ``_vjp_rows``, ``_jvp_params``
+on t (B,), y (B, D)); :class:`Field` does the 1-D / batch bookkeeping.
 
 Each :class:`Problem` has an initial value at ``t0`` and ``solution(t)``: a closed form where
 one exists, otherwise scipy's DOP853 at rtol=1e-12, atol=1e-14 (its dense output, order 7),
@@ -42,6 +43,10 @@ class Field:
         """(vᵀ∂f/∂y (B, D), vᵀ∂f/∂θ per sample (B, P), vᵀ∂f/∂t (B,))."""
         raise NotImplementedError
 
+    def _jvp_params(self, t, y, w):
+        """∂f/∂θ · w (B, D) for a tangent w (P,)."""
+        raise NotImplementedError
+
     # -- protocol ------------------------------------------------------------------------------
     @staticmethod
     def _batch(t, y):
@@ -59,6 +64,15 @@ class Field:
     def jvp(self, t, y, u):
         tb, yb, squeeze = self._batch(t, y)
         out = self._jvp(tb, yb, np.asarray(u).reshape(yb.shape))
+        return out[0] if squeeze else out
+
+    def jvp_params(self, t, y, w):
+        tb, yb, squeeze = self._batch(t, y)
+        w = np.asarray(w, dtype=np.float64)
+        if w.shape != self.params.shape:
+            raise ValueError(f"w must have the shape of params {self.params.shape}, "
+                             f"got {w.shape}")
+        out = np.asarray(self._jvp_params(tb, yb, w), dtype=yb.dtype).reshape(yb.shape)
         return out[0] if squeeze else out
 
     def vjp(self, t, y, v):
@@ -97,6 +111,9 @@ class Linear(Field):
         B = y.shape[0]
         return v @ self.M, (v[:, :, None] * y[:, None, :]).reshape(B, -1), np.zeros(B)
 
+    def _jvp_params(self, t, y, w):
+        return y @ w.reshape(self.D, self.D).T
+
 
 class Exponential(Field):
     """dy/dt = λ y (decay for λ < 0, growth for λ > 0), θ = [λ]."""
@@ -112,6 +129,9 @@ class Exponential(Field):
 
     def _vjp_rows(self, t, y, v):
         return self.params[0] * v, np.sum(v * y, axis=1)[:, None], np.zeros(y.shape[0])
+
+    def _jvp_params(self, t, y, w):
+        return w[0] * y
 
 
 class Rotation(Field):
@@ -132,6 +152,9 @@ class Rotation(Field):
         vy = np.stack([w * v[:, 1], -w * v[:, 0]], axis=1)
         vth = (-v[:, 0] * y[:, 1] + v[:, 1] * y[:, 0])[:, None]
         return vy, vth, np.zeros(y.shape[0])
+
+    def _jvp_params(self, t, y, w):
+        return w[0] * np.stack([-y[:, 1], y[:, 0]], axis=1)
 
 
 class LotkaVolterra(Field):
@@ -162,6 +185,10 @@ class LotkaVolterra(Field):
         vth = np.stack([v[:, 0] * x, -v[:, 0] * x * z, v[:, 1] * x * z, -v[:, 1] * z], axis=1)
         return vy, vth, np.zeros(y.shape[0])
 
+    def _jvp_params(self, t, y, w):
+        x, z = y[:, 0], y[:, 1]
+        return np.stack([w[0] * x - w[1] * x * z, w[2] * x * z - w[3] * z], axis=1)
+
 
 class VanDerPol(Field):
     """x' = y,  y' = μ(1 − x²)y − x;  θ = [μ]."""
@@ -187,6 +214,10 @@ class VanDerPol(Field):
                        v[:, 0] + v[:, 1] * mu * (1.0 - x * x)], axis=1)
         return vy, (v[:, 1] * (1.0 - x * x) * z)[:, None], np.zeros(y.shape[0])
 
+    def _jvp_params(self, t, y, w):
+        x, z = y[:, 0], y[:, 1]
+        return np.stack([np.zeros_like(x), w[0] * (1.0 - x * x) * z], axis=1)
+
 
 class Riccati(Field):
     """dy/dt = −θ t y² (non-autonomous and nonlinear), θ = [θ].
@@ -209,6 +240,9 @@ class Riccati(Field):
         vth = -np.sum(v * t[:, None] * y * y, axis=1)[:, None]
         vt = -th * np.sum(v * y * y, axis=1)
         return vy, vth, vt
+
+    def _jvp_params(self, t, y, w):
+        return -w[0] * t[:, None] * y * y
 
 
 class ForcedDecay(Field):
@@ -235,6 +269,12 @@ class ForcedDecay(Field):
         vth = np.stack([s * vy_dot, a * t * c * vy_dot, -vy_dot], axis=1)
         return vy, vth, a * w * c * vy_dot
 
+    def _jvp_params(self, t, y, tangent):
+        # ∂f/∂(a, w, k) · (δa, δw, δk) = (δa sin(wt) + a t cos(wt) δw − δk) y
+        a, w, k = self.params
+        rate = tangent[0] * np.sin(w * t) + a * t * np.cos(w * t) * tangent[1] - tangent[2]
+        return rate[:, None] * y
+
 
 class Parameterless(Field):
     """dy/dt = (−y₂ − 0.1 y₁³, y₁ − 0.1 y₂³) with no parameters (params is empty)."""
@@ -253,6 +293,59 @@ class Parameterless(Field):
         vy = np.stack([-0.3 * y[:, 0] ** 2 * v[:, 0] + v[:, 1],
                        -v[:, 0] - 0.3 * y[:, 1] ** 2 * v[:, 1]], axis=1)
         return vy, np.zeros((y.shape[0], 0)), np.zeros(y.shape[0])
+
+    def _jvp_params(self, t, y, w):
+        return np.zeros_like(y)
+
+
+class FastSlow(Field):
+    """A dissipative cascade: a fast decaying mode u drives a slow one v.
+
+        u' = −k u,    v' = −θ v + u,    params [k, θ].
+
+    ∂f/∂y = [[−k, 0], [1, −θ]];  ∂f/∂(k, θ) · (δk, δθ) = (−δk u, −δθ v);  ∂f/∂t = 0.
+    Solution: u(t) = u₀ e^{−k s}, v(t) = v₀ e^{−θ s} + u₀ (e^{−θ s} − e^{−k s}) / (k − θ),
+    s = t − t₀ (k ≠ θ). Re-integrating it backward from t₁ amplifies an error δ in u(t₁) by
+    e^{k (t₁ − t)}, and u feeds v: the test case of the backsolve adjoint's instability.
+    """
+
+    def __init__(self, k=20.0, theta=1.0):
+        super().__init__([k, theta])
+
+    def _f(self, t, y):
+        k, th = self.params
+        return np.stack([-k * y[:, 0], -th * y[:, 1] + y[:, 0]], axis=1)
+
+    def _jvp(self, t, y, u):
+        k, th = self.params
+        return np.stack([-k * u[:, 0], -th * u[:, 1] + u[:, 0]], axis=1)
+
+    def _vjp_rows(self, t, y, v):
+        k, th = self.params
+        vy = np.stack([-k * v[:, 0] + v[:, 1], -th * v[:, 1]], axis=1)
+        vth = np.stack([-v[:, 0] * y[:, 0], -v[:, 1] * y[:, 1]], axis=1)
+        return vy, vth, np.zeros(y.shape[0])
+
+    def _jvp_params(self, t, y, w):
+        return np.stack([-w[0] * y[:, 0], -w[1] * y[:, 1]], axis=1)
+
+    def solution(self, y0, s):
+        """(u, v) at elapsed time s = t − t₀ (closed form)."""
+        k, th = self.params
+        u0, v0 = y0
+        return np.array([u0 * np.exp(-k * s),
+                         v0 * np.exp(-th * s) + u0 * (np.exp(-th * s) - np.exp(-k * s)) / (k - th)])
+
+    def gradients(self, y0, s):
+        """d v(s) / d(u₀, v₀) and d v(s) / d(k, θ), closed form: for the loss L = v(t₁)."""
+        k, th = self.params
+        u0, v0 = y0
+        ek, et = np.exp(-k * s), np.exp(-th * s)
+        q = (et - ek) / (k - th)
+        d_y0 = np.array([q, et])
+        d_k = u0 * (s * ek / (k - th) - q / (k - th))
+        d_th = -s * v0 * et + u0 * (-s * et / (k - th) + q / (k - th))
+        return d_y0, np.array([d_k, d_th])
 
 
 class Problem:
@@ -336,8 +429,15 @@ def parameterless():
     return Problem("parameterless", Parameterless(), [1.0, 0.5], 0.0, 3.0)
 
 
+def fast_slow():
+    """The dissipative cascade: u decays 20 times faster than v."""
+    f = FastSlow(20.0, 1.0)
+    y0 = np.array([1.0, 1.0])
+    return Problem("fast_slow", f, y0, 0.0, 2.0, lambda t: f.solution(y0, t))
+
+
 ZOO = {p.__name__: p for p in (linear, decay, growth, rotation, riccati, forced_decay,
-                               lotka_volterra, van_der_pol, parameterless)}
+                               lotka_volterra, van_der_pol, parameterless, fast_slow)}
 """Problem name → factory (a fresh field each call, so tests may write into params)."""
 
 
@@ -372,6 +472,10 @@ class Recording:
     def vjp(self, t, y, v):
         self._record(t, y)
         return self.field.vjp(t, y, v)
+
+    def jvp_params(self, t, y, w):
+        self._record(t, y)
+        return self.field.jvp_params(t, y, w)
 
     def t_array(self):
         return np.array(self.times)

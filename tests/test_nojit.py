@@ -9,6 +9,9 @@ import sys
 import textwrap
 
 import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SCRIPT = textwrap.dedent("""
     import json, numpy as np
@@ -27,10 +30,14 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_everything_runs_with_jit_disabled():
+@pytest.mark.parametrize("where", ["elsewhere", "repository root"])
+def test_everything_runs_with_jit_disabled(where, tmp_path):
+    # From the repository root, ``import pyode`` finds the source folder before the installed
+    # package; pyode.kernels must still be found (pyode/__init__.py attaches kernels/).
+    cwd = ROOT if where == "repository root" else str(tmp_path)
     env = dict(os.environ, NUMBA_DISABLE_JIT="1")
     res = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True,
-                         text=True, timeout=300)
+                         text=True, timeout=300, cwd=cwd)
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout.strip().splitlines()[-1])
     assert out["jit_disabled"]
