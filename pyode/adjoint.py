@@ -67,7 +67,7 @@ from .forward_sensitivity import sensitivity_solve, sensitivity_vjp
 from .protocol import n_params, require, vjp_rows
 from .solvers import (SolveInfo, _odeint, batch_field, check_options, check_times,
                       check_tolerances, check_y0, integrate, integrate_adaptive, integrate_fixed,
-                      kernel_module)
+                      is_device_array, kernel_module)
 from .tableaus import get_tableau
 from .trajectory import StepRecorder
 
@@ -197,6 +197,10 @@ def odeint_adjoint(f, y0, t, method="dopri5", rtol=1e-7, atol=1e-9, adjoint_rtol
     Ma et al. (2018), arXiv:1812.01892 (the methods compared).
     """
     aopts = check_adjoint_method(adjoint_method, adjoint_options)
+    if is_device_array(y0) and adjoint_method != "backsolve":
+        raise TypeError(f"y0 is a CUDA device array, which adjoint_method='backsolve' with "
+                        f"backend='cuda' takes; adjoint_method={adjoint_method!r} runs on the "
+                        "host: pass y0.copy_to_host()")
     if adjoint_method == "forward":
         require(f, ("jvp", "jvp_params"), "adjoint_method='forward'")
     else:
@@ -213,11 +217,15 @@ def odeint_adjoint(f, y0, t, method="dopri5", rtol=1e-7, atol=1e-9, adjoint_rtol
     tab = get_tableau(method)
 
     def vjp(grad_ys):
-        g = np.asarray(grad_ys, dtype=ys.dtype)
-        if g.shape != ys_out.shape:
-            raise ValueError(f"grad_ys must have the shape of ys {ys_out.shape}, got {g.shape}")
-        if not np.all(np.isfinite(g)):
-            raise ValueError("grad_ys contains NaN or inf")
+        if is_device_array(grad_ys) or is_device_array(ys):
+            g = _check_device_grad(grad_ys, ys_out)
+        else:
+            g = np.asarray(grad_ys, dtype=ys.dtype)
+            if g.shape != ys_out.shape:
+                raise ValueError(f"grad_ys must have the shape of ys {ys_out.shape}, "
+                                 f"got {g.shape}")
+            if not np.all(np.isfinite(g)):
+                raise ValueError("grad_ys contains NaN or inf")
         gb = g[:, None] if squeeze else g
         a, a_theta, dLdt, stats = backward(gb)
         if squeeze:
@@ -228,6 +236,20 @@ def odeint_adjoint(f, y0, t, method="dopri5", rtol=1e-7, atol=1e-9, adjoint_rtol
                                 forward_info=forward_info, method=adjoint_method)
 
     return ys_out, vjp
+
+
+def _check_device_grad(grad_ys, ys):
+    """grad_ys for a CUDA forward solve: a device or host array of the shape of ys. Device
+    values stay on the device and are not inspected."""
+    if tuple(grad_ys.shape) != tuple(ys.shape):
+        raise ValueError(f"grad_ys must have the shape of ys {tuple(ys.shape)}, "
+                         f"got {tuple(grad_ys.shape)}")
+    if is_device_array(grad_ys):
+        return grad_ys
+    g = np.asarray(grad_ys, dtype=ys.dtype)
+    if not np.all(np.isfinite(g)):
+        raise ValueError("grad_ys contains NaN or inf")
+    return g
 
 
 def check_adjoint_method(adjoint_method, adjoint_options):
@@ -290,6 +312,8 @@ def _run_backsolve(f, y0, t, method, rtol, atol, adjoint_tols, options, backend,
         kernels = kernel_module(f, backend)
         if kernels is not None:
             kw = {"n_norm": 2 * D} if seminorm else {}
+            if is_device_array(yb) or is_device_array(gb):
+                kw["on_device"] = True          # backend='cuda': keep dL/dy0 on the device
             a, a_theta, dLdt, stats, recon = kernels.adjoint_nn(f, yb, gb, t_arr, tab, a_rtol,
                                                                 a_atol, opts, **kw)
         else:

@@ -96,3 +96,19 @@ def test_failures_raise_the_same_error_as_on_the_cpu():
         errors.append(err.value)
     assert type(errors[0]) is type(errors[1])
     assert errors[0].t == pytest.approx(errors[1].t, rel=1e-12)
+
+
+def test_adjoint_with_device_arrays():
+    from numba import cuda
+    f = nn.MLP([2, 4, 2], seed=6)
+    y0 = np.random.default_rng(5).normal(size=(3, 2))
+    t = np.array([0.0, 0.5, 1.0])
+    ys_dev, vjp = odeint_adjoint(f, cuda.to_device(y0), t, backend="cuda")
+    g_dev = vjp(cuda.to_device(np.ones((3, 3, 2))))
+    ys, vjp_host = odeint_adjoint(f, y0, t, backend="numba")
+    g = vjp_host(np.ones_like(ys))
+    _close(ys_dev.copy_to_host(), ys, F64_TOL)
+    _close(g_dev.y0.copy_to_host(), g.y0, F64_TOL)
+    _close(g_dev.params, g.params, F64_TOL)
+    with pytest.raises(TypeError, match="backsolve"):
+        odeint_adjoint(f, cuda.to_device(y0), t, backend="cuda", adjoint_method="discrete")
