@@ -18,6 +18,7 @@ import os
 
 import numpy as np
 
+from pyode.errors import CudaUnavailableError
 from pyode.solvers import is_device_array
 
 from . import rk
@@ -31,10 +32,6 @@ except ImportError as exc:         # pragma: no cover - depends on the installat
 #: Threads per block of the launches (tests under the simulator make it small so that several
 #: blocks run).
 THREADS_PER_BLOCK = int(os.environ.get("PYODE_CUDA_THREADS_PER_BLOCK", "128"))
-
-
-class CudaUnavailableError(RuntimeError):
-    """backend='cuda' was asked for but no CUDA device can be used."""
 
 
 def _forward_kernel(ops, opf, theta, y0, t_out, tab, atol, ys, stats, status, fail, work, acts,
@@ -136,7 +133,8 @@ def odeint_nn(f, yb, t_arr, tab, rtol, atol, opts, n_norm=None, on_device=False)
         _scratch(B, s + 3, D, dtype), _scratch(B, k.ops.shape[0] + 1, k.mw, dtype),
         _scratch(B, 2, k.mw, dtype), cuda.to_device(k.cst))
     stats = d_stats.copy_to_host()
-    rk.raise_failure(d_status.copy_to_host(), d_fail.copy_to_host(), stats)
+    rk.raise_failure(d_status.copy_to_host(), d_fail.copy_to_host(), stats,
+                     max_num_steps=opts.get("max_num_steps"))
     ys = d_ys if on_device else d_ys.copy_to_host()
     return ys, rk.stats_dict(stats)
 
@@ -170,7 +168,7 @@ def adjoint_nn(f, yb, gb, t_arr, tab, rtol, atol, opts, n_norm=None, on_device=F
         cuda.to_device(k.cst))
     stats = d_stats.copy_to_host()
     rk.raise_failure(d_status.copy_to_host(), d_fail.copy_to_host(), stats,
-                     " in the adjoint (backward) solve")
+                     " in the adjoint (backward) solve", opts.get("max_num_steps"))
     a = d_a if on_device else d_a.copy_to_host()
     return (a, d_g_theta.copy_to_host()[None], d_g_t.copy_to_host().astype(np.float64),
             rk.stats_dict(stats), d_recon.copy_to_host())

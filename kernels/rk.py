@@ -219,12 +219,12 @@ def solve_adaptive(mode, ops, opf, theta, D, y0, t_out, tab, first_step, atol, y
     status = OK
     nonfinite = False
     while nxt < T:
-        # A step below a few ulps of t cannot move t (accepted or not): give up.
-        if abs(h) < cst[C_ULP_EPS] * abs(t) + cst[C_ULP_TINY]:
+        last = direction * h >= direction * (t_end - t)
+        # Any step but the last below a few ulps of t cannot move t (accepted or not): give up.
+        if not last and abs(h) < cst[C_ULP_EPS] * abs(t) + cst[C_ULP_TINY]:
             status = NONFINITE if nonfinite else UNDERFLOW
             fail[0], fail[1], fail[2] = t, h, stats[0] + nfev
             break
-        last = direction * h >= direction * (t_end - t)
         ha = t_end - t if last else h
         t_new = t_end if last else t + ha
         # The stage loop (HNW I, eq. (1.8)); with FSAL the last stage input is y_new. Only the
@@ -497,19 +497,20 @@ class Packed:
         self.mw = max_width(self.ops)
 
 
-def raise_failure(status, fail, stats, what=""):
+def raise_failure(status, fail, stats, what="", max_num_steps=None):
     """Raise the ``pyode.errors`` exception of the first failed sample, if any."""
     bad = np.nonzero(status != OK)[0]
     if bad.size == 0:
         return
-    i = bad[0]
+    i = int(bad[0])
+    sample = None if status.shape[0] == 1 else i
     t, dt, nfev = (float(x) for x in fail[i])
     code = status[i]
     if code == UNDERFLOW:
-        raise StepSizeUnderflowError(f"Step size underflow{what}", t, dt, nfev)
+        raise StepSizeUnderflowError(f"Step size underflow{what}", t, dt, nfev, sample)
     if code == NONFINITE:
-        raise NonFiniteError(f"Non-finite state or derivative{what}", t, dt, nfev)
-    raise TooManyStepsError(f"Reached max_num_steps{what}", t, dt, nfev)
+        raise NonFiniteError(f"Non-finite state or derivative{what}", t, dt, nfev, sample)
+    raise TooManyStepsError(f"Reached max_num_steps={max_num_steps}{what}", t, dt, nfev, sample)
 
 
 def stats_dict(stats):
@@ -530,7 +531,7 @@ def odeint_nn(f, yb, t_arr, tab, rtol, atol, opts, n_norm=None):
     fail = np.zeros((B, 3), dtype=y0.dtype)
     forward_batch(k.ops, k.opf, k.theta, y0, t_out, k.tab, k.atol, ys, stats, status, fail, k.mw,
                   k.cst)
-    raise_failure(status, fail, stats)
+    raise_failure(status, fail, stats, max_num_steps=opts.get("max_num_steps"))
     return ys, stats_dict(stats)
 
 
@@ -556,5 +557,6 @@ def adjoint_nn(f, yb, gb, t_arr, tab, rtol, atol, opts, n_norm=None):
     fail = np.zeros((B, 3), dtype=ys.dtype)
     adjoint_batch(k.ops, k.opf, k.theta, ys, gs, t_out, k.tab, k.atol, a, a_theta, gf, recon,
                   stats, status, fail, k.mw, k.cst)
-    raise_failure(status, fail, stats, " in the adjoint (backward) solve")
+    raise_failure(status, fail, stats, " in the adjoint (backward) solve",
+                  opts.get("max_num_steps"))
     return a, a_theta, gf.sum(axis=0, dtype=np.float64), stats_dict(stats), recon

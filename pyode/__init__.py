@@ -37,8 +37,8 @@ _attach_source_kernels()
 from . import losses, nn, optim  # noqa: E402
 from .adjoint import ADJOINT_METHODS, AdjointGradients, odeint_adjoint
 from .compare import GradientComparison, compare_gradients
-from .errors import (AdjointReconstructionWarning, NonFiniteError, SolverError,
-                     StepSizeUnderflowError, TooManyStepsError)
+from .errors import (AdjointReconstructionWarning, CudaUnavailableError, NonFiniteError,
+                     SolverError, StepSizeUnderflowError, TooManyStepsError)
 from .gradcheck import gradcheck
 from .solvers import SolveInfo, odeint
 from .tableaus import METHODS, ButcherTableau
@@ -47,7 +47,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "nn", "optim", "losses", "odeint", "odeint_adjoint", "gradcheck", "METHODS",
-    "ButcherTableau", "SolveInfo", "AdjointGradients", "SolverError", "StepSizeUnderflowError",
+    "ButcherTableau", "SolveInfo", "AdjointGradients", "SolverError", "StepSizeUnderflowError", "CudaUnavailableError",
     "NonFiniteError", "TooManyStepsError", "ADJOINT_METHODS", "AdjointReconstructionWarning",
     "compare_gradients", "GradientComparison",
 ]

@@ -65,9 +65,9 @@ from .discrete import discrete_pass
 from .errors import AdjointReconstructionWarning
 from .forward_sensitivity import sensitivity_solve, sensitivity_vjp
 from .protocol import n_params, require, vjp_rows
-from .solvers import (SolveInfo, _odeint, batch_field, check_options, check_times,
-                      check_tolerances, check_y0, integrate, integrate_adaptive, integrate_fixed,
-                      is_device_array, kernel_module)
+from .solvers import (SolveInfo, _odeint, batch_field, check_field_width, check_options,
+                      check_step_count, check_times, check_tolerances, check_y0, integrate,
+                      integrate_adaptive, integrate_fixed, is_device_array, kernel_module)
 from .tableaus import get_tableau
 from .trajectory import StepRecorder
 
@@ -167,8 +167,12 @@ def odeint_adjoint(f, y0, t, method="dopri5", rtol=1e-7, atol=1e-9, adjoint_rtol
     ys : ndarray, shape (T, *y0.shape)
     vjp : callable
         ``vjp(grad_ys)`` with ``grad_ys = dL/dys`` (shape of ys) returns
-        :class:`AdjointGradients` with ``y0`` (shape of y0), ``params`` (P,) and ``t`` (T,).
-        It may be called any number of times.
+        :class:`AdjointGradients` with ``y0`` (shape of y0), ``params`` (P,), ``t`` (T,),
+        ``info`` (backward statistics) and ``forward_info``. It may be called any number of
+        times; it works from its own copy of the forward solution (editing the returned ``ys``
+        changes nothing) and raises ValueError if ``f.params`` changed since the solve. The
+        gradient is that of the continuous solution for "backsolve" and "checkpoint" (to the
+        adjoint tolerances), of the numerical one for "discrete".
 
     Raises
     ------
@@ -214,9 +218,16 @@ def odeint_adjoint(f, y0, t, method="dopri5", rtol=1e-7, atol=1e-9, adjoint_rtol
     ys, forward_info, backward, squeeze = run(
         f, y0, t, method, rtol, atol, (adjoint_rtol, adjoint_atol), options, backend, aopts)
     ys_out = ys[:, 0] if squeeze else ys
+    if not is_device_array(ys_out):
+        ys_out = ys_out.copy()       # the user's copy: editing it cannot change the gradient
     tab = get_tableau(method)
+    params_at_solve = np.array(getattr(f, "params", np.zeros(0)), copy=True)
 
     def vjp(grad_ys):
+        if not np.array_equal(np.asarray(getattr(f, "params", np.zeros(0))), params_at_solve):
+            raise ValueError("f.params changed between odeint_adjoint and vjp: the gradient "
+                             "would mix two fields. Call vjp before updating the parameters "
+                             "(or solve again)")
         if is_device_array(grad_ys) or is_device_array(ys):
             g = _check_device_grad(grad_ys, ys_out)
         else:
@@ -394,8 +405,11 @@ def _check_problem(f, y0, t, method, rtol, atol, options):
     squeeze = y.ndim == 1
     yb = y[None] if squeeze else y
     rtol, atol = check_tolerances(rtol, atol, yb.shape[1])
+    opts = check_options(options, tab)
+    check_field_width(f, yb.shape[1])
+    check_step_count(t_arr, opts)
     return SimpleNamespace(tab=tab, t=t_arr, yb=yb, squeeze=squeeze, rtol=rtol, atol=atol,
-                           opts=check_options(options, tab))
+                           opts=opts)
 
 
 def _solve_numpy(f, prob, on_step):

@@ -18,15 +18,19 @@ class SolverError(RuntimeError):
         Step size last tried (units of ``t``, signed with the direction of integration).
     nfev : int
         Evaluations of the vector field made so far (for the failing sample).
+    sample : int or None
+        Row of the batch that failed (None for a 1-D problem).
     """
 
     hint = ""
 
-    def __init__(self, what, t, dt, nfev):
+    def __init__(self, what, t, dt, nfev, sample=None):
         self.t = float(t)
         self.dt = float(dt)
         self.nfev = int(nfev)
-        msg = f"{what} at t={self.t:.10g} (dt={self.dt:.3g}, nfev={self.nfev})"
+        self.sample = None if sample is None else int(sample)
+        where = "" if sample is None else f" in sample {self.sample} of the batch"
+        msg = f"{what}{where} at t={self.t:.10g} (dt={self.dt:.3g}, nfev={self.nfev})"
         if self.hint:
             msg += f": {self.hint}"
         super().__init__(msg)
@@ -66,3 +70,8 @@ class AdjointReconstructionWarning(UserWarning):
     tolerances (adaptive methods only: fixed-step solves are not held to rtol/atol). The fix:
     ``adjoint_method="checkpoint"`` (or ``"discrete"`` / ``"forward"``).
     """
+
+
+class CudaUnavailableError(RuntimeError):
+    """``backend="cuda"`` was asked for but no CUDA device can be used (the message says how to
+    run the CUDA kernels on the numba-cuda simulator instead)."""

@@ -43,18 +43,42 @@ def vjp_rows(f, squeeze):
     def rows(t, y, v):
         n = y.shape[0]
         if squeeze:
-            vy, vth, vt = f.vjp(float(t[0]), y[0], v[0])
-            return (np.asarray(vy)[None], np.asarray(vth, dtype=y.dtype).reshape(1, P),
-                    np.asarray(vt, dtype=y.dtype).reshape(1))
+            vy, vth, vt = _checked(f.vjp(float(t[0]), y[0], v[0]), y[0].shape, (P,), (), "vjp")
+            return vy[None], vth.reshape(1, P), vt.reshape(1)
         if hasattr(f, "vjp_per_sample"):
-            vy, vth, vt = f.vjp_per_sample(t, y, v)
-            return (np.asarray(vy), np.asarray(vth, dtype=y.dtype).reshape(n, P),
-                    np.broadcast_to(np.asarray(vt, dtype=y.dtype), (n,)))
+            vy, vth, vt = _checked(f.vjp_per_sample(t, y, v), y.shape, (n, P), (n,),
+                                   "vjp_per_sample")
+            return vy, vth, vt
         vy = np.empty_like(y)
         vth = np.empty((n, P), dtype=y.dtype)
         vt = np.empty(n, dtype=y.dtype)
         for b in range(n):
-            vy[b], vth[b], vt[b] = f.vjp(float(t[b]), y[b], v[b])
+            vy[b], vth[b], vt[b] = _checked(f.vjp(float(t[b]), y[b], v[b]), y[b].shape, (P,),
+                                            (), "vjp")
         return vy, vth, vt
 
     return rows
+
+
+def _checked(result, y_shape, theta_shape, t_shape, name):
+    """The three parts of a field's VJP as arrays of the protocol's shapes (ValueError if not).
+
+    A float t-part may stand for a per-sample one when it is 0-dimensional (no time input).
+    """
+    if not (isinstance(result, tuple) and len(result) == 3):
+        raise ValueError(f"the field's {name}(t, y, v) must return a tuple (vᵀ∂f/∂y, vᵀ∂f/∂θ, "
+                         f"vᵀ∂f/∂t), got {type(result).__name__}"
+                         + (f" of length {len(result)}" if isinstance(result, tuple) else ""))
+    vy, vth, vt = (np.asarray(x) for x in result)
+    if vy.shape != y_shape:
+        raise ValueError(f"the field's {name} returned vᵀ∂f/∂y of shape {vy.shape} for y of "
+                         f"shape {y_shape}; it must have the shape of y")
+    if vth.size != int(np.prod(theta_shape)) or (vth.ndim and vth.shape != theta_shape
+                                                  and vth.shape != (vth.size,)):
+        raise ValueError(f"the field's {name} returned vᵀ∂f/∂θ of shape {vth.shape}; expected "
+                         f"{theta_shape} (P = {theta_shape[-1]} = params.size)")
+    if vt.shape not in (t_shape, ()):
+        raise ValueError(f"the field's {name} returned vᵀ∂f/∂t of shape {vt.shape}; expected "
+                         f"{t_shape or 'a float'} (the shape of t)")
+    return (vy.astype(np.result_type(vy, np.float32), copy=False),
+            vth.reshape(theta_shape), np.broadcast_to(vt, t_shape))

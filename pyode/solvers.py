@@ -205,12 +205,18 @@ def dense_output(tab, y, h, K, theta):
 # Integration loops
 # ---------------------------------------------------------------------------------------------
 
+def _sample(b, B):
+    """The batch row to name in an error: None for a single sample."""
+    return None if B == 1 else int(b)
+
+
 def _raise_if_nonfinite(values, t, h, nfev):
-    """Raise NonFiniteError for the first sample of ``values`` (n, D) that is not finite."""
+    """Raise NonFiniteError for the first sample (row) of ``values`` (B, n) that is not finite."""
     bad = ~np.all(np.isfinite(values), axis=1)
     if np.any(bad):
         i = int(np.argmax(bad))
-        raise NonFiniteError("Non-finite state or derivative", t[i], h[i], nfev[i])
+        raise NonFiniteError("Non-finite state or derivative", t[i], h[i], nfev[i],
+                             _sample(i, values.shape[0]))
 
 
 def integrate_fixed(ev, y0, t_out, tab, step_size, on_step=None):
@@ -232,10 +238,11 @@ def integrate_fixed(ev, y0, t_out, tab, step_size, on_step=None):
     ys[0] = y0
     y = y0.copy()
     K = np.empty((tab.n_stages, B, D), dtype=y0.dtype)
-    n_steps = 0
+    n_steps = fixed_step_counts(t_out, step_size)
+    n_done = 0
     for i in range(1, T):
         span = t_out[i] - t_out[i - 1]
-        n = max(1, int(np.ceil(abs(span) / step_size * (1.0 - 1e-12))))
+        n = int(n_steps[i - 1])
         h = span / n
         for k in range(n):
             t = t_out[i - 1] + k * h
@@ -243,14 +250,14 @@ def integrate_fixed(ev, y0, t_out, tab, step_size, on_step=None):
             tt, hh, tn = np.full(B, t), np.full(B, h), np.full(B, t_new)
             k1 = ev(tt, y)
             y_start, y = y, rk_step(ev, tt, y, hh, tn, k1, tab, K)
-            n_steps += 1
-            nfev = np.full(B, tab.n_stages * n_steps)
+            n_done += 1
+            nfev = np.full(B, tab.n_stages * n_done)
             _raise_if_nonfinite(np.concatenate([y, K.transpose(1, 0, 2).reshape(B, -1)], 1),
                                 tt, hh, nfev)
             if on_step is not None:
                 on_step(np.arange(B), tt, hh, tn, y_start, K)
         ys[i] = y
-    stats = dict(nfev=np.full(B, tab.n_stages * n_steps), n_accepted=np.full(B, n_steps),
+    stats = dict(nfev=np.full(B, tab.n_stages * n_done), n_accepted=np.full(B, n_done),
                  n_rejected=np.zeros(B, dtype=np.int64))
     return ys, stats
 
@@ -323,16 +330,17 @@ def integrate_adaptive(ev, y0, t_out, tab, rtol, atol, first_step=None,
 
     while active.size:
         ta, ya, ha, k1a = t[active], y[active], h[active], k1[active]
-        # A step below a few ulps of t cannot move t (accepted or not): give up.
-        under = np.abs(ha) < min_step(ta)
-        if np.any(under):
-            i = int(np.argmax(under))
-            if nonfinite[active[i]]:
-                raise NonFiniteError("Non-finite state or derivative (the step size shrank to "
-                                     "zero around it)", ta[i], ha[i], nfev[active[i]])
-            raise StepSizeUnderflowError("Step size underflow", ta[i], ha[i], nfev[active[i]])
         # Clip the step so it lands exactly on t_end (never evaluate f beyond it).
         last = direction * ha >= direction * (t_end - ta)
+        # Any other step below a few ulps of t cannot move t (accepted or not): give up.
+        under = ~last & (np.abs(ha) < min_step(ta))
+        if np.any(under):
+            i = int(np.argmax(under))
+            b = _sample(active[i], B)
+            if nonfinite[active[i]]:
+                raise NonFiniteError("Non-finite state or derivative (the step size shrank to "
+                                     "zero around it)", ta[i], ha[i], nfev[active[i]], b)
+            raise StepSizeUnderflowError("Step size underflow", ta[i], ha[i], nfev[active[i]], b)
         ha = np.where(last, t_end - ta, ha)
         t_new = np.where(last, t_end, ta + ha)
         K = np.empty((s,) + ya.shape, dtype=y0.dtype)
@@ -384,7 +392,7 @@ def integrate_adaptive(ev, y0, t_out, tab, rtol, atol, first_step=None,
         if np.any(too_many & ~done):
             i = int(np.argmax(too_many & ~done))
             raise TooManyStepsError(f"Reached max_num_steps={max_num_steps}", t[active[i]],
-                                    h[active[i]], nfev[active[i]])
+                                    h[active[i]], nfev[active[i]], _sample(active[i], B))
         active = active[~done]
 
     stats = dict(nfev=nfev, n_accepted=n_acc, n_rejected=n_rej)
@@ -407,7 +415,7 @@ def integrate(ev, y0, t_out, tab, rtol, atol, opts, norm_mask=None, on_step=None
 # Argument checking (the API boundary)
 # ---------------------------------------------------------------------------------------------
 
-_FIXED_OPTIONS = {"step_size"}
+_FIXED_OPTIONS = {"step_size", "max_num_steps"}
 _ADAPTIVE_OPTIONS = {"first_step", "max_num_steps"}
 
 
@@ -438,6 +446,27 @@ def check_y0(y0):
     if not np.all(np.isfinite(y)):
         raise ValueError("y0 contains NaN or inf; the initial state must be finite")
     return np.ascontiguousarray(y)
+
+
+def check_field_width(f, D):
+    """For a built-in nn field, check that it maps states of width D to width D.
+
+    The kernels read the state with the field's own widths, so a mismatch must be caught here.
+
+    Raises
+    ------
+    ValueError
+        Naming the field's widths and the state's.
+    """
+    from . import nn
+    if not isinstance(f, nn.Sequential):
+        return
+    if f.n_in is not None and f.n_in != D:
+        raise ValueError(f"y0 has {D} components per sample but the field takes states of "
+                         f"width {f.n_in}; give y0 of shape ({f.n_in},) or (B, {f.n_in})")
+    if f.n_out is not None and f.n_out != f.n_in:
+        raise ValueError(f"the field maps width {f.n_in} to width {f.n_out}; a vector field "
+                         f"dy/dt = f(t, y) must return the width of y (sizes[-1] == sizes[0])")
 
 
 def is_device_array(x):
@@ -489,7 +518,7 @@ def check_options(options, tab):
             hint = ""
             if key == "step_size":
                 hint = f" ({tab.name} is adaptive: use 'first_step' for its first step)"
-            elif key in _ADAPTIVE_OPTIONS:
+            elif key == "first_step":
                 hint = f" ({tab.name} is a fixed-step method: give 'step_size')"
             raise ValueError(f"Unknown option {key!r} for method {tab.name!r}{hint}; valid "
                              f"options: {', '.join(sorted(valid))}")
@@ -497,20 +526,56 @@ def check_options(options, tab):
         if "step_size" not in opts:
             raise ValueError(f"method={tab.name!r} is a fixed-step method and needs "
                              "options={'step_size': h} (h > 0, in the units of t)")
-        h = opts["step_size"]
-        if not (np.isscalar(h) and np.isfinite(h) and h > 0):
-            raise ValueError(f"options['step_size'] must be a positive finite float, got {h!r}")
-        return {"step_size": float(h)}
-    first = opts.get("first_step")
-    if first is not None and not (np.isscalar(first) and np.isfinite(first) and first != 0):
-        raise ValueError("options['first_step'] must be a non-zero finite float (its magnitude "
-                         f"is used; the sign follows the direction of t), got {first!r}")
     max_steps = opts.get("max_num_steps", DEFAULT_MAX_NUM_STEPS)
     if isinstance(max_steps, bool) or not isinstance(max_steps, (int, np.integer)) \
             or max_steps < 1:
         raise ValueError(f"options['max_num_steps'] must be a positive int, got {max_steps!r}")
-    return {"first_step": None if first is None else abs(float(first)),
-            "max_num_steps": int(max_steps)}
+    if not tab.adaptive:
+        h = _real_number(opts["step_size"], "options['step_size']")
+        if not (np.isfinite(h) and h > 0):
+            raise ValueError(f"options['step_size'] must be a positive finite float (units of "
+                             f"t), got {opts['step_size']!r}")
+        return {"step_size": h, "max_num_steps": int(max_steps)}
+    first = opts.get("first_step")
+    if first is not None:
+        first = _real_number(first, "options['first_step']")
+        if not (np.isfinite(first) and first != 0):
+            raise ValueError("options['first_step'] must be a non-zero finite float (its "
+                             "magnitude is used; the sign follows the direction of t), got "
+                             f"{opts['first_step']!r}")
+    return {"first_step": None if first is None else abs(first), "max_num_steps": int(max_steps)}
+
+
+def _real_number(value, name):
+    """``float(value)`` for a real scalar; TypeError naming ``name`` otherwise."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer,
+                                                                     np.floating)):
+        raise TypeError(f"{name} must be a real number, got {value!r} "
+                        f"({type(value).__name__})")
+    return float(value)
+
+
+def fixed_step_counts(t_out, step_size):
+    """Steps per output interval of the fixed-step methods: ⌈|Δt| / step_size⌉ (at least 1)."""
+    return np.maximum(1, np.ceil(np.abs(np.diff(t_out)) / step_size * (1.0 - 1e-12))).astype(
+        np.int64)
+
+
+def check_step_count(t_out, opts):
+    """Fixed-step methods: refuse up front a step count above ``max_num_steps``.
+
+    Raises
+    ------
+    TooManyStepsError
+        At t = t_out[0] with dt = the step size and nfev = 0, saying how many steps it needs.
+    """
+    if "step_size" not in opts:
+        return
+    n = int(fixed_step_counts(t_out, opts["step_size"]).sum())
+    if n > opts["max_num_steps"]:
+        raise TooManyStepsError(
+            f"step_size={opts['step_size']!r} needs {n} steps over t, more than "
+            f"max_num_steps={opts['max_num_steps']}", t_out[0], opts["step_size"], 0)
 
 
 def batch_field(f, squeeze, y_shape):
@@ -595,18 +660,22 @@ def odeint(f, y0, t, method="dopri5", rtol=1e-7, atol=1e-9, options=None,
         Strictly increasing or strictly decreasing output times; ``t[0]`` is the initial time.
     method : str
         One of ``pyode.METHODS``: adaptive ``"dopri5"`` (default), ``"bosh3"``; fixed-step
-        ``"euler"``, ``"midpoint"``, ``"rk4"`` (these need ``options={"step_size": h}``).
+        ``"euler"``, ``"midpoint"``, ``"rk4"`` (these need ``options={"step_size": h}``; each
+        interval between output times is split into ⌈|Δt| / h⌉ equal steps, so every output
+        time is a step end and no step is longer than h).
     rtol, atol : float (atol may be an array (D,))
         Relative and absolute tolerances of the adaptive methods (see ``pyode.solvers``).
     options : dict, optional
         Fixed-step: ``step_size`` (units of t). Adaptive: ``first_step`` (magnitude, units of
-        t; default Hairer's selection), ``max_num_steps`` (default 100000 attempted steps per
-        sample).
+        t; default Hairer's selection). Both: ``max_num_steps`` (default 100000 attempted steps
+        per sample; a fixed-step solve that would need more is refused before it starts).
     full_output : bool
         Also return a :class:`SolveInfo`.
-    backend : {"auto", "numpy", "numba"}
+    backend : {"auto", "numpy", "numba", "cuda"}
         "auto" runs built-in ``nn`` fields on the Numba kernels (unless the field was built
-        with ``backend="numpy"``) and every other field on the NumPy path.
+        with ``backend="numpy"``) and every other field on the NumPy path; "cuda" runs ``nn``
+        fields on the GPU (``y0`` may then be a numba-cuda device array of shape (B, D), and
+        ``ys`` comes back as one). README, "Backends".
 
     Returns
     -------
@@ -615,10 +684,14 @@ def odeint(f, y0, t, method="dopri5", rtol=1e-7, atol=1e-9, options=None,
 
     Raises
     ------
-    ValueError
-        Bad ``t``, ``y0``, tolerances, method or options (the message names the argument).
+    ValueError, TypeError
+        Bad ``t``, ``y0``, tolerances, method, options or backend, or an nn field whose widths
+        do not match ``y0`` (the message names the argument and the fix).
     StepSizeUnderflowError, NonFiniteError, TooManyStepsError
-        When the integration fails (all subclasses of ``pyode.SolverError``).
+        When the integration fails (all subclasses of ``pyode.SolverError``; for a batch,
+        ``err.sample`` is the failing row).
+    CudaUnavailableError
+        ``backend="cuda"`` without a usable CUDA device.
 
     References
     ----------
@@ -639,6 +712,8 @@ def _odeint(f, y0, t, method, rtol, atol, options, backend, norm_mask=None):
     yb = y[None] if squeeze else y
     rtol, atol = check_tolerances(rtol, atol, yb.shape[1])
     opts = check_options(options, tab)
+    check_field_width(f, yb.shape[1])
+    check_step_count(t_arr, opts)
     kernels = kernel_module(f, backend)
     if on_device:
         ys, stats = kernels.odeint_nn(f, yb, t_arr, tab, rtol, atol, opts, on_device=True)
