@@ -427,7 +427,11 @@ def check_times(t):
                          " (give the start time and the output times, e.g. t=[0.0, 1.0])")
     if not np.all(np.isfinite(t_arr)):
         raise ValueError(f"t must be finite, got {t_arr}")
-    dt = np.diff(t_arr)
+    with np.errstate(over="ignore"):
+        dt = np.diff(t_arr)
+    if not np.all(np.isfinite(dt)):
+        raise ValueError(f"t spans more than the largest float (t[0]={t_arr[0]!r}, "
+                         f"t[-1]={t_arr[-1]!r}); rescale time")
     if not (np.all(dt > 0) or np.all(dt < 0)):
         raise ValueError("t must be strictly increasing or strictly decreasing (no repeated "
                          f"times, no change of direction); got t={t_arr}")
@@ -493,7 +497,9 @@ def check_device_y0(y0, backend):
 
 def check_tolerances(rtol, atol, D, name="rtol/atol"):
     """Validate rtol (float ≥ 0) and atol (float or (D,) ≥ 0), not both zero."""
-    rtol_f = float(rtol)
+    rtol_f = _real_number(rtol, "rtol" if name == "rtol/atol" else "adjoint_rtol")
+    if not isinstance(atol, (list, tuple, np.ndarray)):
+        _real_number(atol, "atol" if name == "rtol/atol" else "adjoint_atol")
     atol_a = np.asarray(atol, dtype=np.float64)
     if atol_a.ndim > 1 or (atol_a.ndim == 1 and atol_a.shape[0] != D):
         raise ValueError(f"atol must be a float or an array of shape ({D},), "
@@ -589,6 +595,9 @@ def batch_field(f, squeeze, y_shape):
         out = f(float(t[0]), y[0])[None] if squeeze else f(t, y)
         out = np.asarray(out)
         if not checked:
+            if out.dtype.kind not in "fiu":
+                raise TypeError(f"the vector field returned dtype {out.dtype}; f(t, y) must "
+                                "return real floating-point values")
             want = y.shape[1:] if squeeze else y.shape
             got = out.shape[1:] if squeeze else out.shape
             if got != want:

@@ -105,3 +105,21 @@ def test_a_failing_sample_is_named(backend):
         odeint(f, y0, [0.0, 2.0], backend=backend)
     assert err.value.sample == 2
     assert err.value.t == pytest.approx(0.5, abs=1e-3)
+
+
+def test_tolerances_and_times_must_be_real_and_finite():
+    with pytest.raises(TypeError, match="rtol"):
+        odeint(Decay(), np.ones(1), [0.0, 1.0], rtol=np.array([1e-9, 1e-6]))
+    with pytest.raises(TypeError, match="atol"):
+        odeint(Decay(), np.ones(1), [0.0, 1.0], atol="1e-9")
+    with pytest.raises(ValueError, match="largest float"):
+        odeint(Decay(), np.ones(1), [-1e308, 1e308])
+
+
+def test_a_complex_field_is_refused():
+    class Complex(Decay):
+        def __call__(self, t, y):
+            return (1 + 1j) * y
+
+    with pytest.raises(TypeError, match="real"):
+        odeint(Complex(), np.ones(1), [0.0, 1.0])
