@@ -1,11 +1,19 @@
-"""Per-trajectory Runge–Kutta integration and adjoint, shared by the CPU and CUDA kernels.
+"""Per-trajectory Runge–Kutta integration and adjoints, shared by the CPU and CUDA kernels.
 
 The per-sample routines (``register_jitable``: compiled into whichever kernel calls them) mirror
-``pyode.solvers.integrate_adaptive`` / ``integrate_fixed`` and ``pyode.adjoint.backward_pass``
-step for step — same stage loop, error norm, controller, dense output and failure checks — so
-the tests can hold them to the readable NumPy path at 1e-10. The CPU batch kernels below run one
-sample per ``prange`` iteration; ``kernels.cuda`` runs one sample per GPU thread. Samples share
-nothing but the read-only parameters: that is per-sample step control.
+``pyode.solvers.integrate_adaptive`` / ``integrate_fixed``, ``pyode.adjoint.backward_pass`` and
+``pyode.checkpoint.checkpoint_pass`` step for step — same stage loop, error norm, controller,
+dense output and failure checks — so the tests can hold them to the readable NumPy path at
+1e-10. The CPU batch kernels below run one sample per ``prange`` iteration; ``kernels.cuda``
+runs one sample per GPU thread. Samples share nothing but the read-only parameters: that is
+per-sample step control.
+
+One stage loop (:func:`rk_step`) serves the forward solve, both adjoints and the checkpointed
+adjoint's replay. The integrators take two optional hooks, which compile away when absent:
+``rec`` records the accepted steps of a forward solve (:func:`record_step`), ``ctx`` makes the
+right-hand side the checkpointed adjoint's, with y(t) replayed from the record
+(:func:`forward_state`), and drops replayed segments the solve has passed
+(:func:`forget_segments`). Section "Checkpointed adjoint" below gives their layouts.
 
 Kernels never validate and never raise: a failing sample stores a status code and
 (t, dt, nfev) in ``fail`` and the wrapper raises the matching ``pyode.errors`` exception.
@@ -28,11 +36,14 @@ from numba.core.extending import register_jitable
 
 from pyode.errors import NonFiniteError, StepSizeUnderflowError, TooManyStepsError
 from pyode.solvers import _UNDERFLOW_ULPS, MAX_FACTOR, MIN_FACTOR, SAFETY
+from pyode.trajectory import SampleSteps
 
-from .mlp import C_ONE, C_ZERO, max_width, mlp_forward, mlp_vjp, op_table
+from .mlp import C_ONE, C_THREE, C_ZERO, max_width, mlp_forward, mlp_vjp, op_table
 
 OK, UNDERFLOW, NONFINITE, TOO_MANY = 0, 1, 2, 3
-FORWARD, AUGMENTED = 0, 1       # rhs modes: f(t, y) or the adjoint's [z, a, a_θ, a_t] system
+# rhs modes: f(t, y); the backsolve adjoint's [z, a, a_θ, a_t] system; the checkpointed adjoint's
+# [a, a_θ, a_t] system (z = y(t) replayed from the forward record).
+FORWARD, AUGMENTED, CHECKPOINT = 0, 1, 2
 
 # Layout of ``cst`` (C_ZERO = 0, C_ONE = 1, C_THREE = 2 are kernels.mlp's).
 (C_RTOL, C_FIRST_STEP, C_MAX_STEPS, C_EXPONENT, C_INV_ORDER, C_N_NORM, C_FSAL, C_STEP_SIZE,
@@ -76,33 +87,51 @@ def pack_tableau(tab, dtype):
 
 
 @register_jitable
-def rhs(mode, ops, opf, theta, D, t, s, out, acts, gbuf, cst):
-    """Evaluate the field (mode FORWARD) or the augmented adjoint system (mode AUGMENTED).
+def rhs(mode, ops, opf, theta, D, t, s, out, acts, gbuf, cst, ctx=None):
+    """Evaluate the field (mode FORWARD) or an adjoint system (AUGMENTED, CHECKPOINT).
 
     AUGMENTED, on s = [z, a, a_θ, a_t] (Chen et al. 2018, Alg. 1):
     dz/dt = f, da/dt = −aᵀ∂f/∂z, da_θ/dt = −aᵀ∂f/∂θ, da_t/dt = −aᵀ∂f/∂t.
+    CHECKPOINT (given the replay context ``ctx`` of :func:`forward_state`), on s = [a, a_θ, a_t]:
+    the same a, a_θ, a_t equations with z = y(t), the forward solution replayed from its
+    checkpoints (``pyode.checkpoint``).
     """
+    if ctx is not None:
+        forward_state(ctx, ops, opf, theta, t, acts, gbuf, cst)        # z = y(t) into ctx[7]
+        mlp_forward(ops, opf, theta, t, ctx[7], acts, cst)
+        _adjoint_terms(ops, opf, theta, D, s[:D], out, acts, gbuf, cst)
+        return
     n_ops = ops.shape[0]
     mlp_forward(ops, opf, theta, t, s, acts, cst)
     for i in range(D):
         out[i] = acts[n_ops, i]
     if mode == AUGMENTED:
-        P = theta.shape[0]
-        g_theta = out[2 * D:2 * D + P]
-        for p in range(P):
-            g_theta[p] = cst[C_ZERO]
-        g_t, cur = mlp_vjp(ops, opf, theta, acts, s[D:2 * D], gbuf, g_theta, cst)
-        for i in range(D):
-            out[D + i] = -gbuf[cur, i]
-        for p in range(P):
-            g_theta[p] = -g_theta[p]
-        out[2 * D + P] = -g_t
+        _adjoint_terms(ops, opf, theta, D, s[D:2 * D], out[D:], acts, gbuf, cst)
+
+
+@register_jitable
+def _adjoint_terms(ops, opf, theta, D, a, out, acts, gbuf, cst):
+    """out[:D + P + 1] = [−aᵀ∂f/∂z, −aᵀ∂f/∂θ, −aᵀ∂f/∂t], after ``mlp_forward`` at (t, z)."""
+    P = theta.shape[0]
+    g_theta = out[D:D + P]
+    for p in range(P):
+        g_theta[p] = cst[C_ZERO]
+    g_t, cur = mlp_vjp(ops, opf, theta, acts, a, gbuf, g_theta, cst)
+    for i in range(D):
+        out[i] = -gbuf[cur, i]
+    for p in range(P):
+        g_theta[p] = -g_theta[p]
+    out[D + P] = -g_t
 
 
 @register_jitable
 def _n_dynamic(mode, D, W):
     """Leading state components that the right-hand side reads (the rest are quadratures)."""
-    return 2 * D if mode == AUGMENTED else W
+    if mode == AUGMENTED:
+        return 2 * D              # z and a of [z, a, a_θ, a_t]
+    if mode == CHECKPOINT:
+        return D                  # a of [a, a_θ, a_t]
+    return W
 
 
 @register_jitable
@@ -132,7 +161,8 @@ def _rms_scaled(x, y, atol, cst, n):
 
 
 @register_jitable
-def initial_step(mode, ops, opf, theta, D, t0, t_end, y, f0, tmp, ftmp, atol, acts, gbuf, cst):
+def initial_step(mode, ops, opf, theta, D, t0, t_end, y, f0, tmp, ftmp, atol, acts, gbuf, cst,
+                 ctx=None):
     """Hairer's starting step (HNW I, §II.4), as ``pyode.solvers.initial_step``."""
     n = int(cst[C_N_NORM])
     one = cst[C_ONE]
@@ -147,7 +177,7 @@ def initial_step(mode, ops, opf, theta, D, t0, t_end, y, f0, tmp, ftmp, atol, ac
     h0 = min(h0, span)
     for j in range(y.shape[0]):
         tmp[j] = y[j] + direction * h0 * f0[j]
-    rhs(mode, ops, opf, theta, D, t0 + direction * h0, tmp, ftmp, acts, gbuf, cst)
+    rhs(mode, ops, opf, theta, D, t0 + direction * h0, tmp, ftmp, acts, gbuf, cst, ctx)
     acc = cst[C_ZERO]
     for j in range(n):
         acc += _sq_scaled(ftmp[j] - f0[j], atol[j] + cst[C_RTOL] * abs(y[j]), cst)
@@ -166,15 +196,62 @@ def initial_step(mode, ops, opf, theta, D, t0, t_end, y, f0, tmp, ftmp, atol, ac
 
 
 @register_jitable
+def rk_step(mode, ops, opf, theta, D, tab, t, y, h, t_new, K, y_new, n_dyn, fsal, acts, gbuf,
+            cst, ctx=None):
+    """One explicit Runge–Kutta step, ``pyode.solvers.rk_step`` (HNW I, §II.1, eq. (1.8)).
+
+    ``K`` (s, W) holds k1 = f(t, y) in row 0 on entry; rows 1 … s−1 receive the stages and
+    ``y_new`` (W,) the end of the step: with FSAL the last stage input (so that K[s − 1] =
+    f(t_new, y_new)), else y + h Σ_m b_m K_m. Only the first ``n_dyn`` components feed back
+    into the field (for the adjoints: not the quadratures a_θ, a_t), so intermediate stage
+    inputs skip the rest.
+    """
+    zero, one = cst[C_ZERO], cst[C_ONE]
+    W = y.shape[0]
+    s = tab.shape[0]
+    c, A, b = tab[:, 0], tab[:, 1:s + 1], tab[:, s + 1]
+    for i in range(1, s):
+        n_j = W if (fsal and i == s - 1) else n_dyn
+        for j in range(n_j):
+            acc = zero
+            for m in range(i):
+                acc += A[i, m] * K[m, j]
+            y_new[j] = y[j] + h * acc
+        t_i = t_new if c[i] == one else t + c[i] * h
+        rhs(mode, ops, opf, theta, D, t_i, y_new, K[i], acts, gbuf, cst, ctx)
+    if not fsal:
+        for j in range(W):
+            acc = zero
+            for m in range(s):
+                acc += b[m] * K[m, j]
+            y_new[j] = y[j] + h * acc
+
+
+@register_jitable
+def dense_point(P, K, y, h, th, out, n, cst):
+    """Continuous extension of one step at θ (HNW I, §II.6), first n components:
+    out = y + h Σ_m b_m(θ) K_m with b_m(θ) = Σ_k P[m, k] θ^(k+1) (``pyode.solvers.dense_output``).
+    """
+    for j in range(n):
+        acc = cst[C_ZERO]
+        for m in range(K.shape[0]):
+            bm = th * (P[m, 0] + th * (P[m, 1] + th * (P[m, 2] + th * P[m, 3])))
+            acc += bm * K[m, j]
+        out[j] = y[j] + h * acc
+
+
+@register_jitable
 def solve_adaptive(mode, ops, opf, theta, D, y0, t_out, tab, first_step, atol, ys, work, acts,
-                   gbuf, stats, fail, cst):
+                   gbuf, stats, fail, cst, rec=None, ctx=None):
     """One sample, adaptive: ``pyode.solvers.integrate_adaptive`` for a single row.
 
     Parameters
     ----------
     y0 : (W,) initial state; t_out : (T,) output times; first_step : magnitude, 0 for Hairer's
     choice; ys : (T, W) output, written in place; work : (s + 3, W) scratch;
-    stats : (3,) int64 nfev, accepted, rejected (added to); fail : (3,) set to (t, dt, nfev).
+    stats : (3,) int64 nfev, accepted, rejected (added to); fail : (3,) set to (t, dt, nfev);
+    rec : optional, record the accepted steps (:func:`record_step`); ctx : optional, the
+    checkpointed adjoint's replay context (mode CHECKPOINT, :func:`forward_state`).
 
     Returns
     -------
@@ -187,7 +264,7 @@ def solve_adaptive(mode, ops, opf, theta, D, y0, t_out, tab, first_step, atol, y
     W = y0.shape[0]
     T = t_out.shape[0]
     s = tab.shape[0]
-    c, A, b_err, P = tab[:, 0], tab[:, 1:s + 1], tab[:, s + 2], tab[:, s + 3:s + 7]
+    b_err, P = tab[:, s + 2], tab[:, s + 3:s + 7]
     n_dyn = _n_dynamic(mode, D, W)
     K = work[:s]
     y = work[s]
@@ -200,7 +277,7 @@ def solve_adaptive(mode, ops, opf, theta, D, y0, t_out, tab, first_step, atol, y
         ys[0, j] = y0[j]
     t = t0
     nfev = 0
-    rhs(mode, ops, opf, theta, D, t, y, K[0], acts, gbuf, cst)
+    rhs(mode, ops, opf, theta, D, t, y, K[0], acts, gbuf, cst, ctx)
     nfev += 1
     if not _all_finite(K[0]):
         stats[0] += nfev
@@ -210,7 +287,7 @@ def solve_adaptive(mode, ops, opf, theta, D, y0, t_out, tab, first_step, atol, y
         h = min(first_step, abs(t_end - t0))
     else:
         h = initial_step(mode, ops, opf, theta, D, t0, t_end, y, K[0], tmp, K[1], atol, acts,
-                         gbuf, cst)
+                         gbuf, cst, ctx)
         nfev += 1
     h = direction * h
     nxt = 1
@@ -227,18 +304,8 @@ def solve_adaptive(mode, ops, opf, theta, D, y0, t_out, tab, first_step, atol, y
             break
         ha = t_end - t if last else h
         t_new = t_end if last else t + ha
-        # The stage loop (HNW I, eq. (1.8)); with FSAL the last stage input is y_new. Only the
-        # first n_dyn components feed back into the field (for the adjoint: z and a; a_θ and
-        # a_t are quadratures), so intermediate stage inputs skip the rest.
-        for i in range(1, s):
-            n_j = W if (fsal and i == s - 1) else n_dyn
-            for j in range(n_j):
-                acc = zero
-                for m in range(i):
-                    acc += A[i, m] * K[m, j]
-                y_new[j] = y[j] + ha * acc
-            t_i = t_new if c[i] == one else t + c[i] * ha
-            rhs(mode, ops, opf, theta, D, t_i, y_new, K[i], acts, gbuf, cst)
+        rk_step(mode, ops, opf, theta, D, tab, t, y, ha, t_new, K, y_new, n_dyn, fsal, acts,
+                gbuf, cst, ctx)
         nfev += s - 1
         # Scaled RMS error norm over the first n_norm components.
         err_acc = zero
@@ -263,19 +330,17 @@ def solve_adaptive(mode, ops, opf, theta, D, y0, t_out, tab, first_step, atol, y
         if not accept:
             n_rej += 1
         else:
+            if rec is not None:
+                record_step(rec, n_acc, t, ha, t_new, y)
+            if ctx is not None:
+                forget_segments(ctx, t_new, cst)
             n_acc += 1
             while nxt < T and direction * (t_out[nxt] - t_new) <= zero:
                 if t_out[nxt] == t_new:
                     for j in range(W):
                         ys[nxt, j] = y_new[j]
-                else:      # dense output y + h Σ_m b_m(θ) K_m, b_m(θ) = Σ_k P[m, k] θ^(k+1)
-                    th = (t_out[nxt] - t) / ha
-                    for j in range(W):
-                        acc = zero
-                        for m in range(s):
-                            bm = th * (P[m, 0] + th * (P[m, 1] + th * (P[m, 2] + th * P[m, 3])))
-                            acc += bm * K[m, j]
-                        ys[nxt, j] = y[j] + ha * acc
+                else:
+                    dense_point(P, K, y, ha, (t_out[nxt] - t) / ha, ys[nxt], W, cst)
                 nxt += 1
             t = t_new
             for j in range(W):
@@ -296,14 +361,14 @@ def solve_adaptive(mode, ops, opf, theta, D, y0, t_out, tab, first_step, atol, y
 
 @register_jitable
 def solve_fixed(mode, ops, opf, theta, D, y0, t_out, tab, ys, work, acts, gbuf, stats, fail,
-                cst):
-    """One sample, fixed steps: ``pyode.solvers.integrate_fixed`` for a single row."""
+                cst, rec=None, ctx=None):
+    """One sample, fixed steps: ``pyode.solvers.integrate_fixed`` for a single row (``rec``,
+    ``ctx`` as in :func:`solve_adaptive`)."""
     zero, one = cst[C_ZERO], cst[C_ONE]
     step_size = cst[C_STEP_SIZE]
     W = y0.shape[0]
     T = t_out.shape[0]
     s = tab.shape[0]
-    c, A, b = tab[:, 0], tab[:, 1:s + 1], tab[:, s + 1]
     n_dyn = _n_dynamic(mode, D, W)
     K = work[:s]
     y = work[s]
@@ -323,20 +388,14 @@ def solve_fixed(mode, ops, opf, theta, D, y0, t_out, tab, ys, work, acts, gbuf, 
             t = t_out[i - 1] + k_f * h
             t_new = t_out[i] if k == n - 1 else t + h
             k_f += one
-            rhs(mode, ops, opf, theta, D, t, y, K[0], acts, gbuf, cst)
-            for st in range(1, s):
-                for j in range(n_dyn):
-                    acc = zero
-                    for m in range(st):
-                        acc += A[st, m] * K[m, j]
-                    y_new[j] = y[j] + h * acc
-                t_i = t_new if c[st] == one else t + c[st] * h
-                rhs(mode, ops, opf, theta, D, t_i, y_new, K[st], acts, gbuf, cst)
+            rhs(mode, ops, opf, theta, D, t, y, K[0], acts, gbuf, cst, ctx)
+            # The fixed-step methods are not FSAL: y_new = y + h Σ b_m K_m.
+            rk_step(mode, ops, opf, theta, D, tab, t, y, h, t_new, K, y_new, n_dyn, False, acts,
+                    gbuf, cst, ctx)
+            if rec is not None:
+                record_step(rec, n_steps, t, h, t_new, y)
             for j in range(W):
-                acc = zero
-                for m in range(s):
-                    acc += b[m] * K[m, j]
-                y[j] = y[j] + h * acc
+                y[j] = y_new[j]
             n_steps += 1
             ok = _all_finite(y)
             for m in range(s):
@@ -345,6 +404,8 @@ def solve_fixed(mode, ops, opf, theta, D, y0, t_out, tab, ys, work, acts, gbuf, 
                 stats[0] += s * n_steps
                 fail[0], fail[1], fail[2] = t, h, stats[0]
                 return NONFINITE, zero
+            if ctx is not None:
+                forget_segments(ctx, t_new, cst)
         for j in range(W):
             ys[i, j] = y[j]
     stats[0] += s * n_steps
@@ -354,13 +415,14 @@ def solve_fixed(mode, ops, opf, theta, D, y0, t_out, tab, ys, work, acts, gbuf, 
 
 @register_jitable
 def solve(mode, ops, opf, theta, D, y0, t_out, tab, first_step, atol, ys, work, acts, gbuf,
-          stats, fail, cst):
-    """Adaptive or fixed steps (a positive ``cst[C_STEP_SIZE]`` means fixed)."""
+          stats, fail, cst, rec=None, ctx=None):
+    """Adaptive or fixed steps (a positive ``cst[C_STEP_SIZE]`` means fixed); the optional
+    hooks ``rec``, ``ctx`` as in :func:`solve_adaptive`."""
     if cst[C_STEP_SIZE] > cst[C_ZERO]:
         return solve_fixed(mode, ops, opf, theta, D, y0, t_out, tab, ys, work, acts, gbuf,
-                           stats, fail, cst)
+                           stats, fail, cst, rec, ctx)
     return solve_adaptive(mode, ops, opf, theta, D, y0, t_out, tab, first_step, atol, ys, work,
-                          acts, gbuf, stats, fail, cst)
+                          acts, gbuf, stats, fail, cst, rec, ctx)
 
 
 @register_jitable
@@ -438,6 +500,227 @@ def adjoint_one(ops, opf, theta, D, ys, gs, t_out, tab, atol, gf, work, acts, gb
 
 
 # ---------------------------------------------------------------------------------------------
+# Checkpointed adjoint (pyode.checkpoint), one sample.
+#
+# The forward solve records, through the hook ``rec = (steps, y_ck, every)`` of the integrators:
+#   steps (3, N)  start t, signed size h and end t_new (units of t) of each accepted step;
+#   y_ck (M, D)   the state at the start of steps 0, every, 2·every, … (the checkpoints);
+# steps past the capacity N are counted (stats) but not stored.
+#
+# The backward solve of [a, a_θ, a_t] reads y(t) through the replay context
+# ``ctx = (steps, y_ck, meta, Y, K, F, slot_seg, z, tab, stats)``:
+#   meta (4,) int64     n_steps, every, fsal (1 or 0), dense (1: the tableau's P; 0: Hermite);
+#   Y (S, L + 1, D)     S slots, each holding one replayed segment of ≤ L steps: the states at
+#   K (S, L, s, D)      its step starts and its end, the stages of its steps and f at each
+#   F (S, L, D)         step end;
+#   slot_seg (S,) int64 the segment each slot holds, −1 when free;
+#   z (D,)              the result of forward_state;
+#   tab, stats (3,)     the packed tableau; the sample's counters (replays add to nfev).
+# ---------------------------------------------------------------------------------------------
+
+@register_jitable
+def record_step(rec, n, t, h, t_new, y):
+    """Store accepted step n (0-based), which starts from the state y (``StepRecorder``)."""
+    steps, y_ck, every = rec
+    if n < steps.shape[1]:
+        steps[0, n] = t
+        steps[1, n] = h
+        steps[2, n] = t_new
+        if n % every == 0:
+            m = n // every
+            for j in range(y_ck.shape[1]):
+                y_ck[m, j] = y[j]
+
+
+@register_jitable
+def _forward_direction(steps, cst):
+    """+1 or −1: the direction of the recorded forward solve (the sign of its steps)."""
+    return cst[C_ONE] if steps[1, 0] > cst[C_ZERO] else -cst[C_ONE]
+
+
+@register_jitable
+def forward_state(ctx, ops, opf, theta, t, acts, gbuf, cst):
+    """y(t) of the forward solution, into ``z`` (D,) of ``ctx``.
+
+    As ``pyode.checkpoint._SampleBackward._z`` and ``_Interpolant``: the segment whose steps
+    hold t is replayed into a slot unless one holds it already, and y(t) is the dense output
+    of its step that ends at or after t (the tableau's P, or the cubic Hermite interpolant
+    through the step's ends, HNW I, §II.6, eq. (6.7)).
+    """
+    steps, y_ck, meta, Y, K, F, slot_seg, z, tab, stats = ctx
+    zero, one = cst[C_ZERO], cst[C_ONE]
+    n_steps, every = meta[0], meta[1]
+    d = _forward_direction(steps, cst)
+    n_seg = (n_steps + every - 1) // every
+    # The segment: the last j with d·t_{j·every} ≤ d·t (searchsorted side="right", minus 1).
+    lo, hi = 0, n_seg
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if d * steps[0, mid * every] <= d * t:
+            lo = mid + 1
+        else:
+            hi = mid
+    j = min(max(lo - 1, 0), n_seg - 1)
+    slot = _slot_of(ctx, j, ops, opf, theta, acts, gbuf, cst)
+    first = j * every
+    n_in = min(every, n_steps - first)
+    # The step: the first n with d·t_new_n ≥ d·t (searchsorted side="left"), or the last one.
+    lo, hi = 0, n_in
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if d * steps[2, first + mid] < d * t:
+            lo = mid + 1
+        else:
+            hi = mid
+    n = min(lo, n_in - 1)
+    h = steps[1, first + n]
+    th = min(max((t - steps[0, first + n]) / h, zero), one)
+    y0, Kn = Y[slot, n], K[slot, n]
+    if meta[3] != 0:
+        s = tab.shape[0]
+        dense_point(tab[:, s + 3:s + 7], Kn, y0, h, th, z, z.shape[0], cst)
+    else:           # cubic Hermite through (y0, f0) and (y1, f1)
+        y1, f1 = Y[slot, n + 1], F[slot, n]
+        two = one + one
+        u = one - th
+        w0 = u * u * (one + two * th)
+        w1 = th * (u * u) * h
+        w2 = th * th * (cst[C_THREE] - two * th)
+        w3 = th * th * u * h
+        for i in range(z.shape[0]):
+            z[i] = w0 * y0[i] + w1 * Kn[0, i] + w2 * y1[i] - w3 * f1[i]
+
+
+@register_jitable
+def _slot_of(ctx, j, ops, opf, theta, acts, gbuf, cst):
+    """The slot holding segment j, replayed into a free slot first if none does.
+
+    With every slot taken, the earliest segment is evicted: the adjoint runs backward in time
+    and needs it last. An evicted segment is replayed again when needed (the same values, more
+    evaluations than the NumPy path, which keeps every segment it has not passed).
+    """
+    slot_seg = ctx[6]
+    free = -1
+    for k in range(slot_seg.shape[0]):
+        if slot_seg[k] == j:
+            return k
+        if slot_seg[k] < 0 and free < 0:
+            free = k
+    if free < 0:
+        free = 0
+        for k in range(1, slot_seg.shape[0]):
+            if slot_seg[k] < slot_seg[free]:
+                free = k
+    _replay(ctx, free, j, ops, opf, theta, acts, gbuf, cst)
+    slot_seg[free] = j
+    return free
+
+
+@register_jitable
+def _replay(ctx, slot, j, ops, opf, theta, acts, gbuf, cst):
+    """Re-take the forward steps of segment j from its checkpoint with the recorded step sizes
+    (``pyode.checkpoint._SampleBackward._replay``), keeping the states, stages and f at the
+    step ends in ``slot``: 1 + (s − 1) evaluations a step, one more a step without FSAL."""
+    steps, y_ck, meta, Y, K, F, slot_seg, z, tab, stats = ctx
+    n_steps, every, fsal = meta[0], meta[1], meta[2] != 0
+    D = y_ck.shape[1]
+    s = tab.shape[0]
+    first = j * every
+    n_in = min(every, n_steps - first)
+    Ys, Ks, Fs = Y[slot], K[slot], F[slot]
+    for i in range(D):
+        Ys[0, i] = y_ck[j, i]
+    rhs(FORWARD, ops, opf, theta, D, steps[0, first], Ys[0], Ks[0, 0], acts, gbuf, cst)
+    nfev = 1
+    for n in range(n_in):
+        t, h, t_new = steps[0, first + n], steps[1, first + n], steps[2, first + n]
+        Kn = Ks[n]
+        if n > 0:
+            for i in range(D):
+                Kn[0, i] = Fs[n - 1, i]
+        rk_step(FORWARD, ops, opf, theta, D, tab, t, Ys[n], h, t_new, Kn, Ys[n + 1], D, fsal,
+                acts, gbuf, cst)
+        nfev += s - 1
+        if fsal:
+            for i in range(D):
+                Fs[n, i] = Kn[s - 1, i]
+        else:       # f at the step end: the next step's k1 and the Hermite slope
+            rhs(FORWARD, ops, opf, theta, D, t_new, Ys[n + 1], Fs[n], acts, gbuf, cst)
+            nfev += 1
+    stats[0] += nfev
+
+
+@register_jitable
+def forget_segments(ctx, t_new, cst):
+    """Free the slots of the segments that the adjoint's accepted time t_new has passed (those
+    starting at or after it): ``pyode.checkpoint._SampleBackward._forget``."""
+    steps, meta, slot_seg = ctx[0], ctx[2], ctx[6]
+    d = _forward_direction(steps, cst)
+    for k in range(slot_seg.shape[0]):
+        j = slot_seg[k]
+        if j >= 0 and d * (steps[0, j * meta[1]] - t_new) >= cst[C_ZERO]:
+            slot_seg[k] = -1
+
+
+@register_jitable
+def checkpoint_one(ops, opf, theta, D, ys, gs, t_out, tab, atol, gf, work, acts, gbuf, vec, span,
+                   stats, fail, cst, ctx):
+    """``pyode.checkpoint._SampleBackward.run`` for one sample.
+
+    The adjoint state [a, a_θ, a_t] is integrated backward over each output interval with its
+    own step control, the step size carried from one interval to the next, and y(t) from the
+    replayed forward solution (``ctx``); at t_i, dL/dy(t_i) is added to a (Chen et al. 2018,
+    App. C; time gradients as :func:`adjoint_one`).
+
+    Parameters
+    ----------
+    ys, gs : (T, D) forward outputs and dL/dys of this sample; gf : (T,) output, per-sample
+    dL/dt_i (gf[0] is a_t(t0)); vec : (3, W) scratch whose row 0 ends as
+    [a(t0), a_θ(t0), a_t(t0)] (W = D + P + 1); span : (2,) scratch; ctx : the replay context.
+
+    Returns
+    -------
+    status : int
+    """
+    T = t_out.shape[0]
+    P = theta.shape[0]
+    W = D + P + 1
+    state = vec[0]
+    seg = vec[1:3]
+    g_f = _g_dot_f(ops, opf, theta, D, t_out[T - 1], ys[T - 1], gs[T - 1], seg[0], acts, gbuf,
+                   cst)
+    stats[0] += 1
+    gf[T - 1] = g_f
+    # Layout of the backward state: [a | a_θ | a_t], a_t = −aᵀf (App. C).
+    for j in range(D):
+        state[j] = gs[T - 1, j]
+    for p in range(P):
+        state[D + p] = cst[C_ZERO]
+    state[W - 1] = -g_f
+    code = OK
+    h = cst[C_FIRST_STEP]
+    for i in range(T - 1, 0, -1):
+        span[0] = t_out[i]
+        span[1] = t_out[i - 1]
+        code, h = solve(CHECKPOINT, ops, opf, theta, D, state, span, tab, h, atol, seg, work,
+                        acts, gbuf, stats, fail, cst, None, ctx)
+        if code != OK:
+            break
+        for j in range(W):
+            state[j] = seg[1, j]
+        if i - 1 > 0:
+            g_f = _g_dot_f(ops, opf, theta, D, t_out[i - 1], ys[i - 1], gs[i - 1], seg[0], acts,
+                           gbuf, cst)
+            stats[0] += 1
+            gf[i - 1] = g_f
+            state[W - 1] = state[W - 1] - g_f   # keeps a_t = −aᵀf across a → a + g_i
+        for j in range(D):
+            state[j] = state[j] + gs[i - 1, j]
+    gf[0] = state[W - 1]
+    return code
+
+
+# ---------------------------------------------------------------------------------------------
 # CPU batch kernels: one sample per prange iteration, scratch allocated per sample.
 # ---------------------------------------------------------------------------------------------
 
@@ -479,6 +762,58 @@ def adjoint_batch(ops, opf, theta, ys, gs, t_out, tab, atol, a_out, a_theta, gf,
             a_out[bi, j] = vec[0, D + j]
         for p in range(P):
             a_theta[bi, p] = vec[0, 2 * D + p]
+
+
+@njit(cache=True, parallel=True)
+def record_batch(ops, opf, theta, y0, t_out, tab, atol, ys, steps, y_ck, every, stats, status,
+                 fail, mw, cst):
+    """``forward_batch`` that also records row b's accepted steps in steps[b] (3, N) and its
+    checkpoints in y_ck[b] (⌈N / every⌉, D) (section "Checkpointed adjoint")."""
+    B, D = y0.shape
+    s = tab.shape[0]
+    n_ops = ops.shape[0]
+    for bi in prange(B):
+        work = np.empty((s + 3, D), dtype=y0.dtype)
+        acts = np.empty((n_ops + 1, mw), dtype=y0.dtype)
+        gbuf = np.empty((2, mw), dtype=y0.dtype)
+        status[bi], _ = solve(FORWARD, ops, opf, theta, D, y0[bi], t_out, tab,
+                              cst[C_FIRST_STEP], atol, ys[:, bi, :], work, acts, gbuf,
+                              stats[bi], fail[bi], cst, (steps[bi], y_ck[bi], every))
+
+
+@njit(cache=True, parallel=True)
+def checkpoint_batch(ops, opf, theta, ys, gs, t_out, tab, atol, steps, y_ck, meta, n_slots,
+                     a_out, a_theta, gf, stats, status, fail, mw, cst):
+    """``checkpoint_one`` for every sample. ys, gs : (T, B, D); the record steps (B, 3, N),
+    y_ck (B, M, D) and meta (B, 4) (section "Checkpointed adjoint"); n_slots replay slots per
+    sample. Outputs: a_out (B, D) dL/dy0, a_theta (B, P), gf (B, T) per-sample dL/dt_i."""
+    T, B, D = ys.shape
+    P = theta.shape[0]
+    W = D + P + 1
+    s = tab.shape[0]
+    n_ops = ops.shape[0]
+    L = min(meta[0, 1], steps.shape[2])        # steps a segment holds at most
+    for bi in prange(B):
+        work = np.empty((s + 3, W), dtype=ys.dtype)
+        acts = np.empty((n_ops + 1, mw), dtype=ys.dtype)
+        gbuf = np.empty((2, mw), dtype=ys.dtype)
+        vec = np.empty((3, W), dtype=ys.dtype)
+        span = np.empty(2, dtype=ys.dtype)
+        Y = np.empty((n_slots, L + 1, D), dtype=ys.dtype)
+        K = np.empty((n_slots, L, s, D), dtype=ys.dtype)
+        F = np.empty((n_slots, L, D), dtype=ys.dtype)
+        slot_seg = np.empty(n_slots, dtype=np.int64)
+        for k in range(n_slots):
+            slot_seg[k] = -1
+        z = np.empty(D, dtype=ys.dtype)
+        ctx = (steps[bi], y_ck[bi], meta[bi], Y, K, F, slot_seg, z, tab, stats[bi])
+        status[bi] = checkpoint_one(ops, opf, theta, D, ys[:, bi, :], gs[:, bi, :], t_out, tab,
+                                    atol, gf[bi], work, acts, gbuf, vec, span, stats[bi],
+                                    fail[bi], cst, ctx)
+        for j in range(D):
+            a_out[bi, j] = vec[0, j]
+        for p in range(P):
+            a_theta[bi, p] = vec[0, D + p]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -560,3 +895,187 @@ def adjoint_nn(f, yb, gb, t_arr, tab, rtol, atol, opts, n_norm=None):
     raise_failure(status, fail, stats, " in the adjoint (backward) solve",
                   opts.get("max_num_steps"))
     return a, a_theta, gf.sum(axis=0, dtype=np.float64), stats_dict(stats), recon
+
+
+# ---------------------------------------------------------------------------------------------
+# The checkpointed adjoint's hook (pyode.checkpoint): record, then replay.
+# ---------------------------------------------------------------------------------------------
+
+#: Accepted steps per sample that the first recording pass makes room for (adaptive methods;
+#: a fixed-step solve's count is known). Samples that take more are recorded again.
+RECORD_STEPS = 64
+
+#: Replay slots per sample: REPLAY_SLOTS_PER_STAGE · s + 2 (s stages). One attempted step of
+#: the adjoint reads y(t) at ≤ s stage times, so ≤ s segments; a rejected attempt leaves up to s
+#: more, further back, held until the solve passes them (measured: ≤ 6 on the test problems).
+#: With too few slots a segment is replayed again: the same gradient, more evaluations.
+REPLAY_SLOTS_PER_STAGE = 2
+
+
+class StepRecord:
+    """The accepted steps of a kernel forward solve, per sample, padded to one array.
+
+    What ``pyode.trajectory.StepRecorder(B, every)`` keeps for the NumPy path, in the layout
+    of the kernels (section "Checkpointed adjoint").
+
+    Attributes
+    ----------
+    steps : ndarray, shape (B, 3, N)
+        Start t, signed size h and end t_new (units of t) of every accepted step; N is the
+        largest step count of the batch, and row b holds ``n_steps[b]`` steps (padded with
+        zeros: (3 + D/every)·N floats a sample, where the NumPy recorder keeps its own count).
+    y : ndarray, shape (B, M, D)
+        The state at the start of steps 0, every, 2·every, … (M = ⌈N / every⌉).
+    n_steps : ndarray of int64, shape (B,)
+    every : int
+    """
+
+    def __init__(self, steps, y, n_steps, every):
+        self.steps, self.y, self.n_steps, self.every = steps, y, n_steps, int(every)
+
+    def sample(self, b):
+        """The :class:`pyode.trajectory.SampleSteps` of sample ``b``."""
+        n = int(self.n_steps[b])
+        t, h, t_new = (self.steps[b, r, :n].copy() for r in range(3))
+        m = -(-n // self.every)
+        return SampleSteps(t=t, h=h, t_new=t_new, y=self.y[b, :m].copy(), K=None,
+                           every=self.every)
+
+
+def checkpoint_forward_nn(f, yb, t_arr, tab, rtol, atol, opts, every):
+    """Forward solve of an nn field that records its accepted steps (``pyode.checkpoint``).
+
+    Design decision (the record's size): the step count of a sample is known only after its
+    solve. We record into room for ``RECORD_STEPS`` steps per sample (a fixed-step solve: its
+    exact count), keep solving past it without storing, and record the samples that overflowed
+    once more with room for all their steps. The alternative, a counting solve and then a
+    recording one, always solves twice; this solves once where the guess holds (training loops
+    repeat one problem) and at worst twice for the samples that need more.
+
+    Returns
+    -------
+    ys : ndarray, shape (T, B, D)
+    stats : dict of ndarray (B,)
+        nfev, n_accepted, n_rejected of the solve (as ``odeint_nn``).
+    record : StepRecord
+    """
+    B, D = yb.shape
+    y0 = np.ascontiguousarray(yb)
+    k = Packed(f, tab, rtol, atol, opts, D, None, y0.dtype)
+    t_out = np.ascontiguousarray(t_arr, dtype=y0.dtype)
+    room = _record_room(t_arr, tab, opts)
+    ys, stats, steps, y_ck = _record(k, y0, t_out, every, room, opts)
+    n_steps = stats[:, 1].copy()
+    N = int(n_steps.max())
+    over = np.nonzero(n_steps > room)[0]
+    if over.size:                # again, with room for every step of these samples
+        _, _, steps_o, y_ck_o = _record(k, y0[over], t_out, every, N, opts)
+        steps, y_ck = _resized(steps, N, 2), _resized(y_ck, -(-N // every), 1)
+        steps[over], y_ck[over] = steps_o, y_ck_o
+    elif N < room:
+        steps, y_ck = _resized(steps, N, 2), _resized(y_ck, -(-N // every), 1)
+    return ys, stats_dict(stats), StepRecord(steps, y_ck, n_steps, every)
+
+
+def _record_room(t_arr, tab, opts):
+    """Steps per sample the first recording pass stores (``checkpoint_forward_nn``)."""
+    if tab.adaptive:
+        return max(1, min(RECORD_STEPS, opts["max_num_steps"]))
+    # The step count of pyode.solvers.integrate_fixed; the kernel counts in its own dtype,
+    # so a float32 solve may take one more (then recorded again).
+    n = np.ceil(np.abs(np.diff(t_arr)) / opts["step_size"] * (1.0 - 1e-12))
+    return int(np.maximum(n, 1).sum())
+
+
+def _record(k, y0, t_out, every, room, opts):
+    """One recording solve of the rows of y0, with room for ``room`` steps each."""
+    B, D = y0.shape
+    dtype = y0.dtype
+    ys = np.empty((t_out.shape[0], B, D), dtype=dtype)
+    steps = np.zeros((B, 3, room), dtype=dtype)
+    y_ck = np.zeros((B, -(-room // every), D), dtype=dtype)
+    stats = np.zeros((B, 3), dtype=np.int64)
+    status = np.zeros(B, dtype=np.int64)
+    fail = np.zeros((B, 3), dtype=dtype)
+    record_batch(k.ops, k.opf, k.theta, y0, t_out, k.tab, k.atol, ys, steps, y_ck, every, stats,
+                 status, fail, k.mw, k.cst)
+    raise_failure(status, fail, stats, max_num_steps=opts.get("max_num_steps"))
+    return ys, stats, steps, y_ck
+
+
+def _resized(x, n, axis):
+    """A contiguous copy of x with length n along ``axis``, cut or padded with zeros."""
+    shape = list(x.shape)
+    shape[axis] = n
+    out = np.zeros(shape, dtype=x.dtype)
+    keep = min(n, x.shape[axis])
+    index = tuple(slice(0, keep) if a == axis else slice(None) for a in range(x.ndim))
+    out[index] = x[index]
+    return out
+
+
+def checkpoint_nn(f, yb, gb, t_arr, tab, record, rtol, atol, opts, n_norm=None, n_slots=None):
+    """Backward pass of the checkpointed adjoint of an nn field on the CPU kernels.
+
+    ``pyode.checkpoint.checkpoint_pass`` for every sample: the same steps, replays and
+    evaluation counts (unless a sample needs more than ``n_slots`` replayed segments at once,
+    which then cost a replay more).
+
+    Parameters
+    ----------
+    yb, gb : ndarray, shape (T, B, D)
+        Forward outputs and dL/dy at the output times.
+    t_arr : ndarray, shape (T,)
+    tab : ButcherTableau
+    record : StepRecord
+        Of :func:`checkpoint_forward_nn`.
+    rtol, atol : float (atol may be an array (D + P + 1,))
+        Tolerances of the backward solve of [a, a_θ, a_t].
+    opts : dict
+        The method's options (``pyode.solvers.check_options``).
+    n_norm : int, optional
+        Leading components of [a, a_θ, a_t] in the error norm (D for the seminorm; all by
+        default).
+    n_slots : int, optional
+        Replayed segments a sample holds at once (``REPLAY_SLOTS_PER_STAGE`` · s + 2 by
+        default; never more than its segments). Scratch per sample: n_slots · L · (s + 2) · D
+        floats, L = min(every, N) the steps of a segment.
+
+    Returns
+    -------
+    a : ndarray (B, D)           dL/dy0 per sample
+    a_theta : ndarray (B, P)     dL/dθ per sample
+    dLdt : ndarray (T,)          dL/dt_i, summed over the samples
+    stats : dict of ndarray (B,) backward nfev (replays, adjoint and g·f evaluations),
+                                 n_accepted and n_rejected steps of the adjoint solve
+    """
+    T, B, D = yb.shape
+    P = f.params.size
+    W = D + P + 1
+    ys = np.ascontiguousarray(yb)
+    gs = np.ascontiguousarray(gb, dtype=ys.dtype)
+    k = Packed(f, tab, rtol, atol, opts, W, n_norm, ys.dtype)
+    t_out = np.ascontiguousarray(t_arr, dtype=ys.dtype)
+    every = record.every
+    n_segments = int(-(-record.n_steps.max() // every))
+    if n_slots is None:
+        n_slots = REPLAY_SLOTS_PER_STAGE * tab.n_stages + 2
+    n_slots = max(1, min(int(n_slots), n_segments))
+    meta = np.empty((B, 4), dtype=np.int64)
+    meta[:, 0] = record.n_steps
+    meta[:, 1] = every
+    meta[:, 2] = tab.fsal
+    meta[:, 3] = tab.P is not None
+    steps = np.ascontiguousarray(record.steps, dtype=ys.dtype)
+    y_ck = np.ascontiguousarray(record.y, dtype=ys.dtype)
+    a = np.empty((B, D), dtype=ys.dtype)
+    a_theta = np.empty((B, P), dtype=ys.dtype)
+    gf = np.zeros((B, T), dtype=ys.dtype)
+    stats = np.zeros((B, 3), dtype=np.int64)
+    status = np.zeros(B, dtype=np.int64)
+    fail = np.zeros((B, 3), dtype=ys.dtype)
+    checkpoint_batch(k.ops, k.opf, k.theta, ys, gs, t_out, k.tab, k.atol, steps, y_ck, meta,
+                     n_slots, a, a_theta, gf, stats, status, fail, k.mw, k.cst)
+    raise_failure(status, fail, stats, " in the checkpointed adjoint (backward) solve",
+                  max_num_steps=opts.get("max_num_steps"))
+    return a, a_theta, gf.sum(axis=0, dtype=np.float64), stats_dict(stats)

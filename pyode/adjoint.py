@@ -141,9 +141,9 @@ def odeint_adjoint(f, y0, t, method="dopri5", rtol=1e-7, atol=1e-9, adjoint_rtol
         Must provide ``__call__``, ``params`` and ``vjp`` (``adjoint_method="forward"``:
         ``jvp`` and ``jvp_params`` instead of ``vjp``) — README, "vector-field protocol".
     y0, t, method, rtol, atol, options, backend
-        As in :func:`pyode.odeint`. nn fields run on the Numba kernels for "backsolve"; the
-        other methods run on the NumPy path (a kernel may plug into "checkpoint", see
-        ``pyode.checkpoint``).
+        As in :func:`pyode.odeint`. nn fields run on the Numba kernels for "backsolve" and
+        "checkpoint" (its kernel hook: ``pyode.checkpoint``); the other methods run on the
+        NumPy path.
     adjoint_rtol, adjoint_atol : float, optional
         Tolerances of the backward solve ("backsolve", "checkpoint"; default: ``rtol`` and
         ``atol``, an array ``atol`` defaulting to its smallest entry). The error norm is the

@@ -625,9 +625,10 @@ def kernel_module(f, backend):
     """
     if backend == "cuda":
         from . import nn
-        if not isinstance(f, nn.Sequential):
-            raise ValueError("backend='cuda' runs built-in pyode.nn fields only; this field is a "
-                             f"{type(f).__name__}: use backend='numpy' (or 'auto')")
+        if not isinstance(f, nn.Sequential) or f.n_in is None:
+            raise ValueError("backend='cuda' runs built-in pyode.nn fields with a Linear layer; "
+                             f"this field is a {type(f).__name__}: use backend='numpy' (or "
+                             "'auto')")
         from .kernels import cuda
         cuda.check_device()
         return cuda
@@ -650,6 +651,11 @@ def _use_kernels(f, backend):
         raise ValueError("backend='numba' runs built-in pyode.nn fields only; this field is a "
                          f"{type(f).__name__}: use backend='numpy' (or 'auto')")
     if not is_nn:
+        return False
+    if f.n_in is None:            # no Linear layer: the width comes from y, the kernels need it
+        if backend == "numba":
+            raise ValueError("this nn field has no Linear layer, so its width is set by y; the "
+                             "kernels need fixed widths: use backend='numpy' (or 'auto')")
         return False
     return backend == "numba" or getattr(f, "backend", "numba") == "numba"
 

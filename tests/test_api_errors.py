@@ -123,3 +123,14 @@ def test_a_complex_field_is_refused():
 
     with pytest.raises(TypeError, match="real"):
         odeint(Complex(), np.ones(1), [0.0, 1.0])
+
+
+def test_an_activation_only_nn_field_runs_on_the_numpy_path():
+    f = nn.Sequential(nn.Tanh())                 # dy/dt = tanh(y), any width
+    y0 = np.array([[0.5, -1.0, 2.0]])
+    ys, vjp = odeint_adjoint(f, y0, [0.0, 1.0], rtol=1e-10, atol=1e-12)
+    # Closed form: sinh(y(t)) = sinh(y0)·e^t.
+    np.testing.assert_allclose(ys[-1], np.arcsinh(np.sinh(y0) * np.e), rtol=1e-8)
+    assert vjp(np.ones_like(ys)).y0.shape == (1, 3)
+    with pytest.raises(ValueError, match="no Linear layer"):
+        odeint(f, y0, [0.0, 1.0], backend="numba")

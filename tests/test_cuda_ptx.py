@@ -84,3 +84,53 @@ def test_a_float64_literal_would_be_caught(compile_ptx):
 
     ptx = compile_ptx(promoted, (types.float32[::1], types.float32[::1]))
     assert _our_f64_lines(ptx) != []
+
+
+def _checkpoint_kernels():
+    """Two CUDA kernels on the checkpointed adjoint's per-sample routines (built here: numba's
+    CUDA target is imported only when the tests run)."""
+    from numba import cuda
+
+    from pyode.kernels.rk import C_FIRST_STEP, FORWARD, checkpoint_one, solve
+
+    def record(ops, opf, theta, y0, t_out, tab, atol, ys, steps, y_ck, every, stats, status,
+               fail, work, acts, gbuf, cst):
+        """Thread b: the forward solve of row b, recording its steps (``rk.record_batch``)."""
+        bi = cuda.grid(1)
+        if bi < y0.shape[0]:
+            code, h = solve(FORWARD, ops, opf, theta, y0.shape[1], y0[bi], t_out, tab,
+                            cst[C_FIRST_STEP], atol, ys[:, bi, :], work[bi], acts[bi],
+                            gbuf[bi], stats[bi], fail[bi], cst, (steps[bi], y_ck[bi], every))
+            status[bi] = code
+
+    def backward(ops, opf, theta, ys, gs, t_out, tab, atol, steps, y_ck, meta, gf, stats,
+                 status, fail, work, acts, gbuf, vec, span, Y, K, F, slot_seg, z, cst):
+        """Thread b: the checkpointed adjoint of sample b (``rk.checkpoint_batch``), its
+        replay slots in global memory."""
+        bi = cuda.grid(1)
+        T, B, D = ys.shape
+        if bi < B:
+            ctx = (steps[bi], y_ck[bi], meta[bi], Y[bi], K[bi], F[bi], slot_seg[bi], z[bi], tab,
+                   stats[bi])
+            status[bi] = checkpoint_one(ops, opf, theta, D, ys[:, bi, :], gs[:, bi, :], t_out,
+                                        tab, atol, gf[bi], work[bi], acts[bi], gbuf[bi],
+                                        vec[bi], span[bi], stats[bi], fail[bi], cst, ctx)
+
+    return record, backward
+
+
+def test_checkpoint_routines_compile_to_sm90_ptx_in_float32(compile_ptx):
+    # The checkpointed adjoint has no CUDA backend yet; its per-sample routines (the recording
+    # hook of rk.solve and rk.checkpoint_one) are written so that one can call them: they
+    # compile for the device, and a float32 kernel stays in float32.
+    from numba import types
+    ft = types.float32
+    a1, a2, a3, a4, a5 = ft[::1], ft[:, ::1], ft[:, :, ::1], ft[:, :, :, ::1], ft[:, :, :, :, ::1]
+    i1, i2 = types.int64[::1], types.int64[:, ::1]
+    record = (i2, a1, a1, a2, a1, a2, a1, a3, a3, a3, types.int64, i2, i1, a2, a3, a3, a3, a1)
+    checkpoint = (i2, a1, a1, a3, a3, a1, a2, a1, a3, a3, i2, a2, i2, i1, a2, a3, a3, a3, a3,
+                  a2, a4, a5, a4, i2, a2, a1)
+    for fn, sig in zip(_checkpoint_kernels(), (record, checkpoint)):
+        ptx = compile_ptx(fn, sig)
+        assert ".entry" in ptx
+        assert _our_f64_lines(ptx) == []

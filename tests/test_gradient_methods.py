@@ -213,7 +213,7 @@ def test_fast_slow_cascade_backsolve_is_wrong_others_are_right():
 
 def test_reconstruction_warning_on_the_kernel_path():
     # An nn field f(y) = −20y runs backsolve on the Numba kernels; their reconstruction error
-    # drives the same warning. "checkpoint" on the same field (NumPy path) is accurate.
+    # drives the same warning. "checkpoint" on the same field (on the kernels too) is accurate.
     f = nn.Sequential(nn.Linear(1, 1), seed=0)
     f.params[:] = [-20.0, 0.0]
     y0, t, w = np.array([[1.0]]), [0.0, 1.0, 2.0], np.zeros((3, 1, 1))
