@@ -47,7 +47,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "nn", "optim", "losses", "odeint", "odeint_adjoint", "gradcheck", "METHODS",
-    "ButcherTableau", "SolveInfo", "AdjointGradients", "SolverError", "StepSizeUnderflowError", "CudaUnavailableError",
+    "ButcherTableau", "SolveInfo", "AdjointGradients", "SolverError", "StepSizeUnderflowError",
+    "CudaUnavailableError",
     "NonFiniteError", "TooManyStepsError", "ADJOINT_METHODS", "AdjointReconstructionWarning",
     "compare_gradients", "GradientComparison",
 ]

@@ -813,9 +813,9 @@ class MLP(Sequential):
     """Multilayer perceptron vector field.
 
     The layers are, in order: the input activation if given (applied to y only); then
-    ``TimeInput()`` if ``time_input`` (t appended as the last input column); then ``Linear(sizes[0] (+1) → sizes[1])``,
-    activation, ``Linear(sizes[1] → sizes[2])``, activation, …, ``Linear(sizes[-2] →
-    sizes[-1])`` with no final activation.
+    ``TimeInput()`` if ``time_input`` (t appended as the last input column); then
+    ``Linear(sizes[0] (+1) → sizes[1])``, activation, ``Linear(sizes[1] → sizes[2])``,
+    activation, …, ``Linear(sizes[-2] → sizes[-1])`` with no final activation.
 
     Parameters
     ----------
