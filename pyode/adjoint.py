@@ -201,6 +201,9 @@ def odeint_adjoint(f, y0, t, method="dopri5", rtol=1e-7, atol=1e-9, adjoint_rtol
     Ma et al. (2018), arXiv:1812.01892 (the methods compared).
     """
     aopts = check_adjoint_method(adjoint_method, adjoint_options)
+    if backend == "cuda" and adjoint_method != "backsolve":
+        raise ValueError(f"adjoint_method={adjoint_method!r} has no CUDA kernel (backend='cuda' "
+                         "runs 'backsolve'); use backend='numba' or 'auto' for it")
     if is_device_array(y0) and adjoint_method != "backsolve":
         raise TypeError(f"y0 is a CUDA device array, which adjoint_method='backsolve' with "
                         f"backend='cuda' takes; adjoint_method={adjoint_method!r} runs on the "

@@ -103,7 +103,7 @@ def compare_gradients(f, y0, t, loss, methods=tuple(ADJOINT_METHODS), method="do
     loss : callable
         ``loss(ys) -> (value, dL/dys)`` with ``ys`` of shape (T, *y0.shape), e.g.
         ``lambda ys: pyode.losses.mse(ys, target)``.
-    methods : sequence
+    methods : str or sequence
         Entries are ``adjoint_method`` names, or ``(name, adjoint_options)`` pairs to compare
         options (``("backsolve", {"norm": "seminorm"})``, labelled ``backsolve(norm=seminorm)``).
         Default: all four methods.
@@ -154,7 +154,12 @@ def compare_gradients(f, y0, t, loss, methods=tuple(ADJOINT_METHODS), method="do
                         f"{type(loss).__name__}")
     y0 = check_y0(y0)
     t = check_times(t)
+    if isinstance(methods, str):             # one method given by name
+        methods = [methods]
     entries = [_method_entry(m) for m in methods]
+    if not entries:
+        raise ValueError("methods is empty; give at least one of "
+                         f"{', '.join(ADJOINT_METHODS)}")
     solve_kw = dict(method=method, options=options, backend=backend)
     value, _ = _loss(loss, odeint(f, y0, t, rtol=rtol, atol=atol, **solve_kw))
     if reference is None:

@@ -526,6 +526,9 @@ def check_options(options, tab):
                 hint = f" ({tab.name} is adaptive: use 'first_step' for its first step)"
             elif key == "first_step":
                 hint = f" ({tab.name} is a fixed-step method: give 'step_size')"
+            elif key in ("norm", "checkpoint_every"):
+                hint = (f" ({key!r} is an option of the adjoint: pass it to odeint_adjoint as "
+                        f"adjoint_options={{{key!r}: ...}})")
             raise ValueError(f"Unknown option {key!r} for method {tab.name!r}{hint}; valid "
                              f"options: {', '.join(sorted(valid))}")
     if not tab.adaptive:

@@ -134,3 +134,25 @@ def test_an_activation_only_nn_field_runs_on_the_numpy_path():
     assert vjp(np.ones_like(ys)).y0.shape == (1, 3)
     with pytest.raises(ValueError, match="no Linear layer"):
         odeint(f, y0, [0.0, 1.0], backend="numba")
+
+
+def test_misplaced_adjoint_options_and_cuda_only_backsolve():
+    f = nn.MLP([2, 4, 2], seed=2)
+    with pytest.raises(ValueError, match="adjoint_options"):
+        odeint_adjoint(f, np.ones(2), [0.0, 1.0], options={"norm": "seminorm"})
+    with pytest.raises(ValueError, match="no CUDA kernel"):
+        odeint_adjoint(f, np.ones(2), [0.0, 1.0], backend="cuda", adjoint_method="checkpoint")
+
+
+def test_compare_gradients_takes_one_name_and_refuses_none():
+    from pyode import compare_gradients
+    f = Decay(0.5)
+
+    def loss(ys):
+        return float(ys.sum()), np.ones_like(ys)
+
+    table = compare_gradients(f, np.ones(1), [0.0, 1.0], loss, methods="backsolve",
+                              verbose=False)
+    assert [row["method"] for row in table.rows] == ["backsolve"]
+    with pytest.raises(ValueError, match="methods is empty"):
+        compare_gradients(f, np.ones(1), [0.0, 1.0], loss, methods=[], verbose=False)
