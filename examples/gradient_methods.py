@@ -55,7 +55,9 @@ TABLE_RTOL, TABLE_ATOL = 1e-7, 1e-9              # the printed tables (torchdiff
 METHODS = tuple(ADJOINT_METHODS) + (("backsolve", {"norm": "seminorm"}),)
 COLORS = {"backsolve": "tab:red", "checkpoint": "tab:blue", "discrete": "tab:green",
           "forward": "tab:purple", "backsolve(norm=seminorm)": "tab:orange"}
-STYLES = {"backsolve(norm=seminorm)": "o--"}      # on top of backsolve where they agree
+# backsolve and its seminorm variant often coincide: large hollow squares under small crosses.
+STYLES = {"backsolve": "s-", "backsolve(norm=seminorm)": "x--"}
+MARKER = {"backsolve": dict(ms=8, mfc="none")}
 
 
 class Cascade:
@@ -182,7 +184,8 @@ def plot_errors(path, results):
     for ax, (name, res) in zip(np.atleast_1d(axes), results.items()):
         for method, data in res.items():
             ax.loglog(data[:, 0], np.maximum(data[:, 1], 1e-16), STYLES.get(method, "o-"),
-                      label=method, color=COLORS.get(method), lw=1.3, ms=4)
+                      label=method, color=COLORS.get(method), lw=1.3,
+                      **MARKER.get(method, dict(ms=4)))
         ax.loglog(data[:, 0], data[:, 0], "k:", lw=1, label="= rtol")
         ax.set(title=f"{name}: error of dL/dθ", xlabel="rtol (atol = rtol/100)",
                ylabel="relative error")
@@ -202,7 +205,7 @@ def plot_memory(path, results):
     for ax, (name, res) in zip(np.atleast_1d(axes), results.items()):
         for method, data in res.items():
             ax.plot(data[:, 3], data[:, 2], STYLES.get(method, "o-"), label=method,
-                    color=COLORS.get(method), lw=1.3, ms=4)
+                    color=COLORS.get(method), lw=1.3, **MARKER.get(method, dict(ms=4)))
         ax.set(title=f"{name}: peak memory of forward + backward",
                xlabel="accepted forward steps", ylabel="peak traced memory (KiB)", ylim=(0, None))
         ax.legend(fontsize=8)
