@@ -67,7 +67,9 @@ from .forward_sensitivity import sensitivity_solve, sensitivity_vjp
 from .protocol import n_params, require, vjp_rows
 from .solvers import (SolveInfo, _odeint, batch_field, check_field_width, check_options,
                       check_step_count, check_times, check_tolerances, check_y0, integrate,
-                      integrate_adaptive, integrate_fixed, is_device_array, kernel_module)
+                      integrate_adaptive, integrate_fixed, is_device_array, kernel_module,
+                      keyword_names)
+from .suggest import unknown_keywords_error
 from .tableaus import get_tableau
 from .trajectory import StepRecorder
 
@@ -132,7 +134,7 @@ class AdjointGradients:
 
 def odeint_adjoint(f, y0, t, method="dopri5", rtol=1e-7, atol=1e-9, adjoint_rtol=None,
                    adjoint_atol=None, options=None, backend="auto", adjoint_method="backsolve",
-                   adjoint_options=None):
+                   adjoint_options=None, **unknown):
     """Solve like :func:`pyode.odeint` and return a function computing gradients.
 
     Parameters
@@ -182,8 +184,9 @@ def odeint_adjoint(f, y0, t, method="dopri5", rtol=1e-7, atol=1e-9, adjoint_rtol
         value (the message names the key); adjoint tolerances given to "discrete"/"forward";
         ``grad_ys`` of the wrong shape or with NaN/inf.
     TypeError
-        A field without the members the method needs (the message names them), or
-        ``adjoint_options`` not a dict.
+        A field without the members the method needs (the message names them),
+        ``adjoint_options`` not a dict, or a keyword pyode does not take (for torchdiffeq's
+        ``adjoint_params`` and the like it says what pyode does instead).
     SolverError
         When the forward or the backward integration fails.
 
@@ -200,6 +203,8 @@ def odeint_adjoint(f, y0, t, method="dopri5", rtol=1e-7, atol=1e-9, adjoint_rtol
     Seminorms", arXiv:2009.09457.
     Ma et al. (2018), arXiv:1812.01892 (the methods compared).
     """
+    if unknown:
+        raise unknown_keywords_error("odeint_adjoint", unknown, keyword_names(odeint_adjoint))
     aopts = check_adjoint_method(adjoint_method, adjoint_options)
     if backend == "cuda" and adjoint_method != "backsolve":
         raise ValueError(f"adjoint_method={adjoint_method!r} has no CUDA kernel (backend='cuda' "

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import NonFiniteError, StepSizeUnderflowError, TooManyStepsError
+from .suggest import unknown_keywords_error
 from .tableaus import get_tableau
 
 # Step-size controller constants (HNW I, §II.4, eq. (4.13)); the same values as scipy's RK45.
@@ -587,27 +588,132 @@ def check_step_count(t_out, opts):
             f"max_num_steps={opts['max_num_steps']}", t_out[0], opts["step_size"], 0)
 
 
+def field_name(f):
+    """How messages name a vector field: its function name, or its class name."""
+    name = getattr(f, "__name__", None)
+    return f"{name!r}" if isinstance(name, str) else f"of type {type(f).__name__}"
+
+
+def _read_only(y):
+    """A read-only view of ``y``: a field that writes into its input fails at the write."""
+    view = y.view()
+    view.flags.writeable = False
+    return view
+
+
+def check_field_output(f, out, y, t, n_rows=None):
+    """Return ``f``'s result ``out`` for the state ``y`` as an array of y's shape and dtype.
+
+    The boundary between the solver and a user-written field (README, "The vector-field
+    protocol", item 1), checked on every call: the result must be an ndarray (not a list or a
+    tuple) of real floating-point values with exactly the shape of ``y`` (no broadcasting).
+    Floats of another precision are cast to y's dtype. A result that shares memory with ``y``
+    (``lambda t, y: y``) is copied, so the solver's stage buffers never alias its state.
+
+    Parameters
+    ----------
+    f : vector field
+        Named in the messages.
+    out : object
+        What ``f(t, y)`` returned.
+    y : ndarray, shape (D,) or (n, D)
+        The state f was called with.
+    t : float or ndarray, shape (n,)
+        The time(s) f was called with (for the messages).
+    n_rows : int, optional
+        Rows of the whole batch when ``y`` holds only the ``n`` rows still integrating.
+
+    Raises
+    ------
+    TypeError
+        A list, tuple or other non-array; a dtype that is not real floating point.
+    ValueError
+        A shape other than y's.
+    """
+    want = f"an ndarray of shape {y.shape} and dtype {y.dtype} (the shape of y)"
+    if isinstance(out, (list, tuple)):
+        raise TypeError(
+            f"the vector field {field_name(f)} returned a {type(out).__name__}; f(t, y) must "
+            f"return {want}: build it with np.array([...]) for a 1-D state, or "
+            "np.stack([...], axis=-1) for a batch y of shape (B, D)")
+    if not isinstance(out, np.ndarray):
+        out = np.asarray(out)
+    if out.dtype.kind != "f":
+        fix = ("return the real part only if that is intended" if out.dtype.kind == "c"
+               else "compute in floats, e.g. start from np.zeros_like(y)")
+        raise TypeError(
+            f"the vector field {field_name(f)} returned values of dtype {out.dtype}; f(t, y) "
+            f"must return {want}: {fix}")
+    if out.shape != y.shape:
+        rows = ""
+        if n_rows is not None and y.ndim == 2 and y.shape[0] < n_rows:
+            rows = (f" pyode calls f with only the {y.shape[0]} of {n_rows} rows still "
+                    "integrating (each row has its own steps), so a field must not hold one "
+                    "value per row of the full batch: make such values part of the state, or "
+                    "solve the rows separately.")
+        raise ValueError(
+            f"the vector field {field_name(f)} returned shape {out.shape} for a state of shape "
+            f"{y.shape} at t={_t_repr(t)}; f(t, y) must return {want}, not a broadcastable "
+            f"shape.{rows}")
+    if np.may_share_memory(out, y):
+        return np.array(out, dtype=y.dtype)
+    return out.astype(y.dtype, copy=False)
+
+
+def _t_repr(t):
+    t = np.asarray(t)
+    if t.ndim == 0:
+        return f"{float(t):.6g}"
+    return f"array of shape {t.shape} (one time per row; first {float(t.flat[0]):.6g})"
+
+
+def call_field(f, t, y, n_rows=None, first=False):
+    """``f(t, y)`` with the field boundary checked; returns dy/dt of y's shape and dtype.
+
+    ``y`` is handed over as a read-only view, so a field that writes into its input (``y *=
+    0.999``) fails at the write instead of corrupting the solver's state; on the ``first``
+    call the state is also compared with a copy afterwards, which catches a field that makes
+    its input writable again. Both raise ValueError saying so. With an array ``t`` a broadcast
+    error from inside the field gets a hint about the per-sample time contract.
+    """
+    before = y.copy() if first else None
+    try:
+        out = f(t, _read_only(y))
+    except ValueError as exc:
+        if "read-only" in str(exc):
+            raise ValueError(
+                f"the vector field {field_name(f)} wrote into its input y ({exc}); f(t, y) must "
+                "not modify y, which is the solver's own state: compute a new array instead "
+                "(e.g. y = y * 0.999 rather than y *= 0.999)") from exc
+        if "broadcast" in str(exc) and np.ndim(t) == 1:
+            raise ValueError(
+                f"{exc} — raised inside the vector field {field_name(f)}, which pyode calls with "
+                f"t of shape {np.shape(t)}, one time per row of y {y.shape}: broadcast it "
+                "against y with t[:, None] (README, 'A time-dependent field')") from exc
+        raise
+    if first and not np.array_equal(before, y, equal_nan=True):
+        raise ValueError(
+            f"the vector field {field_name(f)} changed its input y; f(t, y) must not modify y, "
+            "which is the solver's own state: compute a new array instead")
+    return check_field_output(f, out, y, t, n_rows)
+
+
 def batch_field(f, squeeze, y_shape):
     """Wrap ``f`` as ``ev(t (n,), y (n, D))``; a 1-D problem calls ``f(float, (D,))``.
 
-    Checks the shape of the first result and raises ValueError naming it.
+    Every call goes through :func:`call_field` (result type, dtype and shape checked; the
+    input passed read-only). ``y_shape``, when given, is the shape of the whole batch (for
+    the message about rows that are still integrating).
     """
-    checked = []
+    n_rows = None if y_shape is None or squeeze else y_shape[0]
+    calls = [0]
 
     def ev(t, y):
-        out = f(float(t[0]), y[0])[None] if squeeze else f(t, y)
-        out = np.asarray(out)
-        if not checked:
-            if out.dtype.kind not in "fiu":
-                raise TypeError(f"the vector field returned dtype {out.dtype}; f(t, y) must "
-                                "return real floating-point values")
-            want = y.shape[1:] if squeeze else y.shape
-            got = out.shape[1:] if squeeze else out.shape
-            if got != want:
-                raise ValueError(f"the vector field returned shape {got} for a state of shape "
-                                 f"{want}; f(t, y) must return dy/dt with the shape of y")
-            checked.append(True)
-        return out.astype(y.dtype, copy=False)
+        first = calls[0] == 0
+        calls[0] += 1
+        if squeeze:
+            return call_field(f, float(t[0]), y[0], first=first)[None]
+        return call_field(f, t, y, n_rows, first=first)
 
     return ev
 
@@ -664,7 +770,7 @@ def _use_kernels(f, backend):
 
 
 def odeint(f, y0, t, method="dopri5", rtol=1e-7, atol=1e-9, options=None,
-           full_output=False, backend="auto"):
+           full_output=False, backend="auto", **unknown):
     """Integrate dy/dt = f(t, y) and return the solution at the times ``t``.
 
     Parameters
@@ -704,7 +810,10 @@ def odeint(f, y0, t, method="dopri5", rtol=1e-7, atol=1e-9, options=None,
     ------
     ValueError, TypeError
         Bad ``t``, ``y0``, tolerances, method, options or backend, or an nn field whose widths
-        do not match ``y0`` (the message names the argument and the fix).
+        do not match ``y0`` (the message names the argument and the fix); a keyword pyode does
+        not take (TypeError; for the names of scipy, torchdiffeq and diffrax, such as
+        ``t_eval`` or ``adjoint_params``, it says what pyode calls them); a field that returns
+        a list, a tuple, a non-float dtype or a shape other than y's, or writes into ``y``.
     StepSizeUnderflowError, NonFiniteError, TooManyStepsError
         When the integration fails (all subclasses of ``pyode.SolverError``; for a batch,
         ``err.sample`` is the failing row).
@@ -715,8 +824,17 @@ def odeint(f, y0, t, method="dopri5", rtol=1e-7, atol=1e-9, options=None,
     ----------
     Hairer, Nørsett & Wanner, Solving Ordinary Differential Equations I (1993), §II.1–II.6.
     """
+    if unknown:
+        raise unknown_keywords_error("odeint", unknown, keyword_names(odeint))
     ys, info = _odeint(f, y0, t, method, rtol, atol, options, backend)
     return (ys, info) if full_output else ys
+
+
+def keyword_names(fn):
+    """The keyword parameters of ``fn`` (for the unknown-keyword messages)."""
+    import inspect
+    return [name for name, p in inspect.signature(fn).parameters.items()
+            if p.kind is p.POSITIONAL_OR_KEYWORD]
 
 
 def _odeint(f, y0, t, method, rtol, atol, options, backend, norm_mask=None):

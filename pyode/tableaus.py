@@ -22,6 +22,8 @@ from fractions import Fraction as F
 
 import numpy as np
 
+from .suggest import method_hint
+
 # Tolerance of the construction checks: tableau entries are ratios of small integers, so the
 # invariants hold to a few ulps.
 _CHECK_TOL = 1e-14
@@ -224,12 +226,16 @@ def get_tableau(method):
     Raises
     ------
     ValueError
-        If ``method`` is not one of ``METHODS`` (the message lists the valid names).
+        If ``method`` is not one of ``METHODS``: the message lists the valid names and, for
+        the names of scipy, torchdiffeq and diffrax (``"RK45"``, ``"tsit5"``, ``"adams"``,
+        ...) or a typo, says what to use (``pyode.suggest``).
     """
     if isinstance(method, ButcherTableau):
         return method
     try:
         return METHODS[method]
     except (KeyError, TypeError):
-        raise ValueError(f"method={method!r} is not known; valid methods: "
-                         f"{', '.join(sorted(METHODS))}") from None
+        hint = method_hint(method, METHODS)
+        raise ValueError(f"method={method!r} is not known"
+                         + (f" ({hint})" if hint else "")
+                         + f"; valid methods: {', '.join(sorted(METHODS))}") from None

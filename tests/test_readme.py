@@ -22,3 +22,11 @@ def test_readme_examples_run_and_gradcheck_passes():
     g = scope["g"]
     assert g.params.shape == (252,) and g.t.shape == (10,) and g.y0.shape == (2, 2)
     assert np.all(np.isfinite(g.params))
+
+
+def test_readme_time_dependent_field_matches_its_closed_form():
+    scope = {}
+    for block in _python_blocks():
+        exec(compile(block, str(README), "exec"), scope)
+    assert scope["ys_forced"].shape == (7, 3, 2)
+    np.testing.assert_allclose(scope["ys_forced"][-1], scope["exact"], rtol=1e-8)

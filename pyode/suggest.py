@@ -1,0 +1,150 @@
+"""What pyode calls it: messages for the names that users of neighbouring libraries type.
+
+People port scripts from scipy (``solve_ivp``), torchdiffeq (``odeint``, ``odeint_adjoint``)
+and diffrax (``diffeqsolve``). Where they type a name pyode does not know — a method such as
+``"RK45"`` or ``"tsit5"``, a keyword such as ``adjoint_params`` or ``t_eval`` — the error says
+what pyode calls it, or that pyode has no such thing and what to use instead; a plain typo gets
+a "did you mean" from :func:`difflib.get_close_matches`. The tables below are the one place
+these names live.
+"""
+from __future__ import annotations
+
+import difflib
+
+__all__ = ["method_hint", "unknown_keywords_error", "close_match"]
+
+#: Method names of scipy, torchdiffeq and diffrax → what pyode offers instead.
+METHOD_NEIGHBOURS = {
+    "rk45": "scipy's RK45 is Dormand-Prince 5(4): use method='dopri5'",
+    "dopri5": None,
+    "rk23": "scipy's RK23 is Bogacki-Shampine 3(2): use method='bosh3'",
+    "bogacki_shampine": "use method='bosh3' (Bogacki-Shampine 3(2))",
+    "dop853": ("pyode has no DOP853 (Dormand-Prince 8(5,3)) yet; use method='dopri5' with a "
+               "tighter rtol"),
+    "dopri8": ("pyode has no dopri8 yet; use method='dopri5' with a tighter rtol"),
+    "tsit5": ("pyode has no tsit5 (Tsitouras 5(4)) yet; method='dopri5' is the same order at "
+              "the same cost"),
+    "fehlberg2": "pyode has no fehlberg2; use method='bosh3' (adaptive, order 3(2))",
+    "adaptive_heun": "pyode has no adaptive_heun; use method='bosh3' (adaptive, order 3(2))",
+    "heun": "pyode has no heun; use method='midpoint' (also order 2, fixed step)",
+    "heun2": "pyode has no heun2; use method='midpoint' (also order 2, fixed step)",
+    "heun3": "pyode has no heun3; use method='rk4' (fixed step) or 'bosh3' (adaptive)",
+    "explicit_adams": ("pyode has only Runge-Kutta methods (no Adams multistep methods); use "
+                       "method='dopri5' (adaptive) or 'rk4' (fixed step)"),
+    "implicit_adams": ("pyode has only explicit Runge-Kutta methods (no Adams methods); use "
+                       "method='dopri5' (adaptive) or 'rk4' (fixed step)"),
+    "fixed_adams": ("pyode has only Runge-Kutta methods (no Adams methods); use method='rk4' "
+                    "with options={'step_size': h}"),
+    "adams": ("pyode has only explicit Runge-Kutta methods (no Adams methods); use "
+              "method='dopri5' (adaptive) or 'rk4' (fixed step)"),
+    "scipy_solver": ("pyode integrates with its own solvers; use method='dopri5' (scipy's "
+                     "RK45 is the same method)"),
+    "radau": ("pyode has only explicit methods, for non-stiff problems; for a stiff problem "
+              "use scipy.integrate.solve_ivp(method='Radau')"),
+    "bdf": ("pyode has only explicit methods, for non-stiff problems; for a stiff problem use "
+            "scipy.integrate.solve_ivp(method='BDF')"),
+    "lsoda": ("pyode has only explicit methods; for a problem that may be stiff use "
+              "scipy.integrate.solve_ivp(method='LSODA')"),
+    "kvaerno5": ("pyode has only explicit methods (no implicit ones such as Kvaerno5); for "
+                 "stiff problems use an implicit solver"),
+    "rk_4": "use method='rk4'",
+    "explicit_euler": "use method='euler'",
+}
+
+#: Keywords of scipy, torchdiffeq and diffrax that pyode's solvers do not take → what to do.
+#: ``{fn}`` is replaced by the name of the function that was called.
+KEYWORD_NEIGHBOURS = {
+    "adjoint_params": ("pyode differentiates with respect to all of f.params (the vjp returns "
+                       "them as grads.params); to freeze some, zero their entries of "
+                       "grads.params before the optimiser step"),
+    "t_eval": "pass the output times as t (pyode's t is scipy's t_eval, t[0] the start)",
+    "t_span": "pass the output times as t, e.g. t=np.linspace(t0, t1, n)",
+    "args": "bind the extra arguments in a closure: f = lambda t, y: fun(t, y, *args)",
+    "step_size": "pass options={'step_size': h} (fixed-step methods)",
+    "first_step": "pass options={'first_step': h} (adaptive methods)",
+    "max_num_steps": "pass options={'max_num_steps': n}",
+    "max_steps": "pass options={'max_num_steps': n}",
+    "dt0": ("pass options={'first_step': h} (adaptive methods) or options={'step_size': h} "
+            "(fixed-step methods)"),
+    "saveat": "pass the output times as t",
+    "solver": "pass the method by name, method='dopri5' (pyode.METHODS lists them)",
+    "stepsize_controller": "pass rtol= and atol= (pyode's controller is built in)",
+    "max_step": "pyode has no max_step yet; split t into more output times instead",
+    "dense_output": "pyode has no dense solution object yet; ask for the times you need in t",
+    "events": "pyode has no event location yet",
+    "event_fn": "pyode has no event location yet",
+    "vectorized": ("pyode always calls a field with a batch (B, D) for a batch y0 and with "
+                   "(D,) for a 1-D y0; drop vectorized"),
+    "jac": "explicit Runge-Kutta methods need no Jacobian; drop jac",
+    "adjoint_method": ("adjoint_method belongs to odeint_adjoint, which returns the solution "
+                       "and a vjp"),
+    "adjoint_rtol": "adjoint_rtol belongs to odeint_adjoint",
+    "adjoint_atol": "adjoint_atol belongs to odeint_adjoint",
+    "adjoint_options": "adjoint_options belongs to odeint_adjoint",
+    "adjoint_norm": "pass adjoint_options={'norm': 'seminorm'} to odeint_adjoint",
+    "norm": ("pass adjoint_options={'norm': 'seminorm'} to odeint_adjoint (the forward error "
+             "norm is fixed: RMS scaled by atol + rtol|y|)"),
+    "event_options": "pyode has no event location yet",
+    "y": "pass the initial state as y0",
+    "x0": "pass the initial state as y0",
+    "func": "pass the vector field as the first argument f",
+    "fun": "pass the vector field as the first argument f",
+    "ts": "pass the output times as t",
+}
+
+
+def close_match(name, valid):
+    """The closest of ``valid`` to ``name`` (difflib, cutoff 0.6), or None."""
+    matches = difflib.get_close_matches(str(name), list(valid), n=1, cutoff=0.6)
+    return matches[0] if matches else None
+
+
+def method_hint(method, valid):
+    """A sentence telling what to use for an unknown method name, or '' when nothing fits.
+
+    Parameters
+    ----------
+    method : object
+        The unknown ``method=`` value.
+    valid : iterable of str
+        pyode's method names.
+    """
+    if not isinstance(method, str):
+        return ""
+    valid = list(valid)
+    lowered = {v.lower(): v for v in valid}
+    key = method.lower()
+    if key in lowered:
+        return f"method names are lower case: did you mean method={lowered[key]!r}?"
+    hint = METHOD_NEIGHBOURS.get(key)
+    if hint:
+        return hint
+    match = close_match(key, valid)
+    return f"did you mean method={match!r}?" if match else ""
+
+
+def unknown_keywords_error(fn, unknown, valid):
+    """TypeError for keywords a pyode function does not take, saying what pyode calls them.
+
+    Parameters
+    ----------
+    fn : str
+        Name of the function called (``"odeint"``).
+    unknown : dict
+        The keywords it was given and does not take.
+    valid : iterable of str
+        Its keyword parameters (for "did you mean").
+
+    Returns
+    -------
+    TypeError
+        To be raised by the caller.
+    """
+    parts = []
+    for name in unknown:
+        hint = KEYWORD_NEIGHBOURS.get(name)
+        if hint is None:
+            match = close_match(name, valid)
+            hint = f"did you mean {match}=?" if match else ""
+        parts.append(f"{fn}() has no keyword {name!r}" + (f": {hint}" if hint else ""))
+    return TypeError("; ".join(parts) + f" (its keywords: {', '.join(valid)})")

@@ -1,0 +1,142 @@
+"""The boundary between pyode and a user-written field, and the names users bring along.
+
+Each mistake below used to give a silently wrong answer or an error from deep inside NumPy;
+each must now raise pyode's own error naming the field, what it returned and the fix. The
+correct variants are checked against closed forms, so the checks cannot pass by refusing
+everything.
+"""
+import numpy as np
+import pytest
+
+from pyode import nn, odeint, odeint_adjoint
+
+T = np.linspace(0.0, 1.0, 5)
+TOL = dict(rtol=1e-10, atol=1e-12)
+
+
+def test_field_writing_into_y_is_refused_not_integrated():
+    def decay_inplace(t, y):
+        y *= 0.999                       # the porting mistake: y is the solver's own state
+        return -y
+
+    with pytest.raises(ValueError, match="'decay_inplace' wrote into its input y"):
+        odeint(decay_inplace, np.array([1.0]), T)
+
+
+def test_field_that_makes_y_writable_and_zeroes_it_is_caught_on_the_first_call():
+    def sneaky(t, y):
+        out = -np.array(y)
+        y.flags.writeable = True         # allowed for a view of a writable array
+        y[...] = 0.0
+        return out
+
+    with pytest.raises(ValueError, match="changed its input y"):
+        odeint(sneaky, np.array([1.0, 2.0]), T)
+
+
+def test_users_y0_is_never_written():
+    y0 = np.array([[1.0, 2.0], [3.0, 4.0]])
+    keep = y0.copy()
+    ys = odeint(lambda t, y: -y, y0, T, **TOL)
+    np.testing.assert_array_equal(y0, keep)
+    np.testing.assert_allclose(ys[-1], keep * np.exp(-1.0), rtol=1e-9)
+
+
+def test_identity_field_that_returns_its_input_is_right():
+    # f returns the (read-only) input itself: the solver must copy, not alias its state.
+    ys = odeint(lambda t, y: y, np.array([1.0, -2.0]), T, **TOL)
+    np.testing.assert_allclose(ys[:, 0], np.exp(T), rtol=1e-9)
+    np.testing.assert_allclose(ys[:, 1], -2.0 * np.exp(T), rtol=1e-9)
+
+
+@pytest.mark.parametrize("container", [list, tuple])
+def test_list_or_tuple_result_is_refused(container):
+    def field(t, y):
+        return container([-y[0], -y[1]])
+
+    with pytest.raises(TypeError, match=f"returned a {container.__name__}.*np.stack"):
+        odeint(field, np.array([1.0, 2.0]), T)
+
+
+@pytest.mark.parametrize("bad, word", [(lambda y: np.ones(y.shape, dtype=np.int64), "int64"),
+                                       (lambda y: y.astype(complex), "complex128"),
+                                       (lambda y: y > 0, "bool")])
+def test_non_float_result_is_refused(bad, word):
+    with pytest.raises(TypeError, match=f"dtype {word}"):
+        odeint(lambda t, y: bad(y), np.array([1.0, 2.0]), T)
+
+
+def test_wrong_shape_on_a_later_call_is_refused_not_broadcast():
+    calls = []
+
+    def drifting(t, y):
+        calls.append(1)
+        return -y if len(calls) < 6 else -y[:, :1]     # (B, 1) from the 6th call on
+
+    with pytest.raises(ValueError, match=r"'drifting' returned shape \(2, 1\) for a state of "
+                                         r"shape \(2, 2\)"):
+        odeint(drifting, np.ones((2, 2)), T)
+
+
+def test_one_value_per_batch_row_is_explained():
+    k = np.array([[1.0], [50.0]])        # the fast row keeps stepping after the slow one ends
+    with pytest.raises(ValueError, match="rows still integrating"):
+        odeint(lambda t, y: -k * y, np.ones((2, 1)), np.array([0.0, 1.0]))
+
+
+def test_per_sample_time_broadcast_mistake_gets_the_contract_in_the_message():
+    with pytest.raises(ValueError, match=r"t\[:, None\]"):
+        odeint(lambda t, y: np.sin(t) * y, np.ones((3, 2)), T)
+
+
+def test_time_dependent_field_written_for_per_sample_t_is_right():
+    # y' = sin(t) y  →  y(t) = y0 exp(1 − cos t); rows start at different values.
+    y0 = np.array([[1.0, 2.0], [-0.5, 3.0], [4.0, 0.25]])
+    ys = odeint(lambda t, y: np.sin(t)[:, None] * y, y0, T, **TOL)
+    exact = y0[None] * np.exp(1.0 - np.cos(T))[:, None, None]
+    np.testing.assert_allclose(ys, exact, rtol=1e-8)
+
+
+def test_adjoint_of_a_user_field_goes_through_the_same_boundary():
+    class InPlace:
+        params = np.array([1.0])
+
+        def __call__(self, t, y):
+            y *= 1.0
+            return -y
+
+        def vjp(self, t, y, v):
+            return -v, np.zeros(1), 0.0 if np.ndim(t) == 0 else np.zeros(np.shape(t))
+
+    with pytest.raises(ValueError, match="wrote into its input y"):
+        odeint_adjoint(InPlace(), np.array([1.0]), T)
+
+
+@pytest.mark.parametrize("name, expect", [("RK45", "'dopri5'"), ("RK23", "'bosh3'"),
+                                          ("tsit5", "'dopri5'"), ("adams", "Runge-Kutta"),
+                                          ("DOP853", "'dopri5'"), ("RK4", "did you mean "
+                                                                          "method='rk4'"),
+                                          ("Radau", "solve_ivp"), ("dorpi5", "'dopri5'")])
+def test_neighbouring_method_names_say_what_pyode_calls_them(name, expect):
+    with pytest.raises(ValueError, match=f"method='{name}' is not known") as err:
+        odeint(lambda t, y: -y, np.array([1.0]), T, method=name)
+    assert expect in str(err.value)
+    assert "valid methods: bosh3, dopri5" in str(err.value)
+
+
+@pytest.mark.parametrize("solve", [odeint, odeint_adjoint])
+@pytest.mark.parametrize("keyword, expect", [("t_eval", "output times as t"),
+                                             ("rtl", "did you mean rtol=?"),
+                                             ("step_size", "options={'step_size': h}"),
+                                             ("args", "closure")])
+def test_neighbouring_keywords_say_what_pyode_calls_them(solve, keyword, expect):
+    with pytest.raises(TypeError, match=f"{solve.__name__}\\(\\) has no keyword '{keyword}'") \
+            as err:
+        solve(nn.MLP([1, 4, 1], backend="numpy"), np.array([1.0]), T, **{keyword: 1})
+    assert expect in str(err.value)
+
+
+def test_adjoint_params_of_torchdiffeq_is_explained():
+    f = nn.MLP([1, 4, 1], backend="numpy")
+    with pytest.raises(TypeError, match="adjoint_params.*grads.params"):
+        odeint_adjoint(f, np.array([1.0]), T, adjoint_params=(f.params,))
