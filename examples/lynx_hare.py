@@ -13,15 +13,27 @@ then often stalls in a decaying spiral. The initial state z(0) is learned along 
 starts at the 1900 data point and receives the adjoint gradient ``g.y0``.
 
 The loss is the mean squared error of z over all 21 years and both species, its gradient comes
-from :func:`pyode.odeint_adjoint` (dopri5), and Adam with a cosine learning-rate decay takes
-the steps. The script reports the root-mean-square error in thousands of pelts, overall and
-per species, next to the baseline that predicts each species' mean count every year, and
-saves a figure of the data against the fitted trajectories (and the phase plane).
+from :func:`pyode.odeint_adjoint` (dopri5, checkpointed adjoint: see :func:`train_step`), and
+Adam with a cosine learning-rate decay takes the steps. The script reports the
+root-mean-square error in thousands of pelts, overall and per species, next to the baseline
+that predicts each species' mean count every year, and saves a figure of the data against the
+fitted trajectories (and the phase plane).
+
+The loss of every iteration is already that of the whole series, so the script keeps the best
+model seen (field and learned z(0)) in ``OUT/lynx_hare_best.npz`` and the final one in
+``OUT/lynx_hare_final.npz``; both are :func:`pyode.save_checkpoint` files with the model and
+``extra["z0"]`` (the field alone does not give the trajectory). Every ``--save-every``
+iterations it writes the training state to ``OUT/lynx_hare_checkpoint.npz``; ``--resume``
+continues from it bit-identically. On Ctrl-C it writes the checkpoint of the last completed
+iteration and the figure so far, says how to resume and exits with status 130. Progress is a
+tqdm bar on a terminal (if installed), log lines otherwise.
 
 Usage::
 
     python examples/lynx_hare.py                   # 3000 iterations, writes out/lynx_hare.png
     python examples/lynx_hare.py --iters 500 --seed 1 --out /tmp/lh
+    python examples/lynx_hare.py --resume out/lynx_hare_checkpoint.npz
+    python examples/lynx_hare.py --evaluate out/lynx_hare_best.npz   # prints its mse again
 
 References
 ----------
@@ -32,20 +44,26 @@ Data: Hudson's Bay Company pelt records as tabulated in E. P. Odum, *Fundamental
 the header of the CSV file).
 """
 import argparse
+import copy
 import logging
 import math
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+import pyode
 from pyode import losses, nn, odeint, odeint_adjoint, optim
+from pyode.progress import progress
 
 LOG = logging.getLogger("lynx_hare")
 
 DATA_FILE = Path(__file__).resolve().parent / "data" / "lynx_hare_1900_1920.csv"
 YEAR0 = 1900.0
 RTOL, ATOL = 1e-6, 1e-8   # the standardised state is O(1)
+DEFAULTS = {"iters": 3000, "seed": 0, "hidden": 64, "lr": 1e-2}
+NAME = "lynx_hare"        # prefix of the output files
 
 
 def load_data(path=DATA_FILE):
@@ -71,35 +89,144 @@ def rmse(pred, target, axis=None):
     return np.sqrt(np.mean((pred - target) ** 2, axis=axis))
 
 
-def fit(t, z, hidden, iters, lr, seed, log_every):
-    """Train the field and the initial state on the standardised series ``z`` (N, 2).
+def train_step(f, z0, opt_f, opt_z0, t, z):
+    """One iteration: forward solve from ``z0``, MSE over the series, adjoint, two Adam steps.
+
+    The gradient is the checkpointed adjoint: the fitted dynamics contract onto a limit cycle,
+    and re-integrating the state backward from z(T) (``"backsolve"``, the default) is unstable
+    on contracting dynamics, so after a few hundred iterations it warns with
+    ``AdjointReconstructionWarning`` that the reconstruction left the forward solution.
+    ``"checkpoint"`` solves the adjoint against the stored forward states instead; with 21
+    outputs and 2 states it costs little memory.
 
     Returns
     -------
+    loss : float
+        MSE of the model *before* the step (the whole series, standardised units).
+    nfev_backward : int
+    """
+    pred, vjp = odeint_adjoint(f, z0, t, method="dopri5", rtol=RTOL, atol=ATOL,
+                               adjoint_method="checkpoint")
+    loss, dloss = losses.mse(pred, z)
+    grads = vjp(dloss)
+    opt_f.step(grads.params)
+    opt_z0.step(grads.y0)
+    return loss, int(grads.info.nfev)
+
+
+def evaluate(f, z0, t, z):
+    """MSE (standardised units) of the trajectory of ``f`` from ``z0`` against ``z``."""
+    pred = odeint(f, z0, t, method="dopri5", rtol=RTOL, atol=ATOL)
+    return losses.mse(pred, z)[0]
+
+
+def save_model(path, f, z0, steps):
+    """A fitted model: the field and its initial state, after ``steps`` Adam steps."""
+    pyode.save_checkpoint(path, model=f, extra={"z0": z0, "steps": steps})
+
+
+def load_model(path):
+    """``(f, z0)`` from a model file of :func:`save_model` or a training checkpoint."""
+    ck = pyode.load_checkpoint(path)
+    if ck.model is None or "z0" not in ck.extra:
+        raise pyode.SaveFormatError(path, "a pyode checkpoint without the model and "
+                                          "extra['z0'] of examples/lynx_hare.py")
+    return ck.model, np.array(ck.extra["z0"], dtype=np.float64)
+
+
+class Run:
+    """The training state (what a checkpoint holds).
+
+    Attributes
+    ----------
     f : nn.MLP
     z0 : ndarray, shape (2,)
-        Learned initial state at ``t[0]``.
-    loss : float
-        Final mean squared error in standardised units.
+        Learned initial state (updated in place by ``opt_z0``).
+    opt_f, opt_z0 : optim.Adam
+    it : int
+        Completed iterations.
+    settings : dict
+        ``iters``, ``seed``, ``hidden``, ``lr`` (fix the run), ``save_every``.
+    best_loss : float
+        Lowest loss seen (inf before the first iteration).
+    best : tuple or None
+        ``(params, z0, steps)`` of that model while it is not yet written to the best file.
     """
-    f = nn.MLP([2, hidden, 2], activation="tanh", seed=seed)
-    z0 = z[0].copy()
-    # Adam acts entry by entry, so two optimisers with one schedule equal one on [θ, z0].
-    opt_f = optim.Adam(f.params, lr=lr)
-    opt_z0 = optim.Adam(z0, lr=lr)
-    start = time.perf_counter()
-    for it in range(1, iters + 1):
-        opt_f.lr = opt_z0.lr = lr * 0.5 * (1.0 + math.cos(math.pi * (it - 1) / iters))
-        pred, vjp = odeint_adjoint(f, z0, t, method="dopri5", rtol=RTOL, atol=ATOL)
-        loss, dloss = losses.mse(pred, z)
-        grads = vjp(dloss)
-        opt_f.step(grads.params)
-        opt_z0.step(grads.y0)
-        if it % log_every == 0 or it == iters:
-            LOG.info("iter %5d | mse (standardised) %.5f | backward nfev %4d | %5.1f s",
-                     it, loss, int(grads.info.nfev), time.perf_counter() - start)
-    pred = odeint(f, z0, t, method="dopri5", rtol=RTOL, atol=ATOL)
-    return f, z0, losses.mse(pred, z)[0]
+
+    def __init__(self, f, z0, opt_f, opt_z0, it, settings, best_loss=math.inf):
+        self.f, self.z0, self.opt_f, self.opt_z0, self.it = f, z0, opt_f, opt_z0, it
+        self.settings = settings
+        self.best_loss, self.best = best_loss, None
+
+    @classmethod
+    def fresh(cls, args, z):
+        settings = {k: DEFAULTS[k] if getattr(args, k) is None else getattr(args, k)
+                    for k in DEFAULTS}
+        settings["save_every"] = args.save_every or max(1, settings["iters"] // 10)
+        f = nn.MLP([2, settings["hidden"], 2], activation="tanh", seed=settings["seed"])
+        z0 = z[0].copy()
+        # Adam acts entry by entry, so two optimisers with one schedule equal one on [θ, z0].
+        return cls(f, z0, optim.Adam(f.params, lr=settings["lr"]),
+                   optim.Adam(z0, lr=settings["lr"]), 0, settings)
+
+    @classmethod
+    def resume(cls, args):
+        ck = pyode.load_checkpoint(args.resume)
+        needed = {"z0", "best_loss", "save_every", *DEFAULTS}
+        if (ck.model is None or not isinstance(ck.optimizer, dict) or ck.step is None
+                or not needed <= set(ck.extra)):
+            raise pyode.SaveFormatError(
+                args.resume, "a pyode checkpoint, but not a training checkpoint of "
+                "examples/lynx_hare.py (it needs the model, both optimizers and the settings)")
+        settings = {k: ck.extra[k] for k in (*DEFAULTS, "save_every")}
+        settings["save_every"] = args.save_every or settings["save_every"]
+        for key in ("iters", "lr"):
+            given = getattr(args, key)
+            if given is not None and given != settings[key]:
+                LOG.warning("--%s %s differs from the checkpoint's %s: the learning-rate "
+                            "schedule changes, so the result will differ from an "
+                            "uninterrupted run", key, given, settings[key])
+                settings[key] = given
+        for key in ("seed", "hidden"):
+            given = getattr(args, key)
+            if given is not None and given != settings[key]:
+                LOG.warning("--%s %s is ignored: the model comes from the checkpoint "
+                            "(%s %s)", key, given, key, settings[key])
+        if ck.step > settings["iters"]:
+            raise SystemExit(f"lynx_hare: the checkpoint {args.resume} is at iteration "
+                             f"{ck.step}, past --iters {settings['iters']}; pass a larger "
+                             "--iters")
+        f, z0 = ck.model, np.array(ck.extra["z0"], dtype=np.float64)
+        opt_f, opt_z0 = optim.Adam(f.params), optim.Adam(z0)
+        opt_f.load_state_dict(ck.optimizer["f"])
+        opt_z0.load_state_dict(ck.optimizer["z0"])
+        return cls(f, z0, opt_f, opt_z0, ck.step, settings, ck.extra["best_loss"])
+
+    def snapshot(self):
+        """Copies of the mutable state, for :meth:`restore`."""
+        return (self.it, self.f.params.copy(), self.z0.copy(), self.opt_f.state_dict(),
+                self.opt_z0.state_dict(), self.best_loss, self.best)
+
+    def restore(self, snap):
+        """Go back to a :meth:`snapshot` (undoes a half-done iteration)."""
+        self.it, params, z0, state_f, state_z0, self.best_loss, self.best = snap
+        self.f.params = params
+        self.z0[...] = z0
+        self.opt_f.load_state_dict(state_f)
+        self.opt_z0.load_state_dict(state_z0)
+
+    def save(self, checkpoint, best_path):
+        """Write the best model if it changed, then the checkpoint (which relies on it)."""
+        if self.best is not None:
+            params, z0, steps = self.best
+            best_f = copy.deepcopy(self.f)
+            best_f.params = params
+            save_model(best_path, best_f, z0, steps)
+            self.best = None
+        pyode.save_checkpoint(checkpoint, model=self.f,
+                              optimizer={"f": self.opt_f, "z0": self.opt_z0}, step=self.it,
+                              extra={"z0": self.z0, "best_loss": self.best_loss,
+                                     **self.settings})
 
 
 def plot(path, years, counts, names, years_fine, fitted_fine):
@@ -131,53 +258,153 @@ def plot(path, years, counts, names, years_fine, fitted_fine):
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--iters", type=int, default=3000,
-                        help="training iterations (default 3000)")
-    parser.add_argument("--seed", type=int, default=0,
+    # None: a fresh run takes DEFAULTS, --resume the checkpoint's settings.
+    parser.add_argument("--iters", type=int, default=None,
+                        help="training iterations in all (default 3000; with --resume, the "
+                             "checkpoint's)")
+    parser.add_argument("--seed", type=int, default=None,
                         help="seed of the model initialisation (default 0)")
-    parser.add_argument("--out", type=Path, default=Path("out"),
-                        help="output directory, created if missing (default out/)")
-    parser.add_argument("--hidden", type=int, default=64,
+    parser.add_argument("--out", type=Path, default=None,
+                        help="output directory, created if missing (default out/; with "
+                             "--resume, the checkpoint's directory)")
+    parser.add_argument("--hidden", type=int, default=None,
                         help="hidden width H of the MLP 2-H-2 (default 64)")
-    parser.add_argument("--lr", type=float, default=1e-2,
-                        help="initial Adam learning rate, cosine-decayed to 0 (default 1e-2)")
+    parser.add_argument("--lr", type=float, default=None,
+                        help="initial Adam learning rate, cosine-decayed to 0 (default 1e-2; "
+                             "with --resume, the checkpoint's)")
+    parser.add_argument("--save-every", type=int, default=None,
+                        help="write OUT/lynx_hare_checkpoint.npz (and the best model) every "
+                             "this many iterations (default: the log interval, iters // 10; "
+                             "with --resume, the checkpoint's)")
+    parser.add_argument("--resume", type=Path, default=None, metavar="PATH",
+                        help="continue the run saved in the checkpoint PATH")
+    parser.add_argument("--evaluate", type=Path, default=None, metavar="PATH",
+                        help="print the mse of the model saved in PATH (best, final or "
+                             "checkpoint file) and exit")
     args = parser.parse_args(argv)
-    if args.iters < 1 or args.hidden < 1:
-        parser.error("--iters and --hidden must be positive")
+    for name in ("iters", "hidden", "save_every"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            parser.error(f"--{name.replace('_', '-')} must be positive; got {value}")
+    if args.lr is not None and not args.lr > 0:
+        parser.error(f"--lr must be positive; got {args.lr}")
+    if args.resume is not None and args.evaluate is not None:
+        parser.error("--resume and --evaluate exclude each other")
     return args
 
 
-def main(argv=None):
+def main(argv=None, on_iteration=None):
+    """Run the script; ``argv`` as on the command line (default ``sys.argv[1:]``).
+
+    Parameters
+    ----------
+    argv : list of str, optional
+    on_iteration : callable, optional
+        Called as ``on_iteration(it)`` after each completed iteration ``it``. A
+        ``KeyboardInterrupt`` raised from it acts like Ctrl-C.
+
+    Returns
+    -------
+    dict
+        ``final_loss``, ``best_loss`` and the paths written (``figure``, ``final``, ``best``,
+        ``checkpoint``); for ``--evaluate``, ``{"loss": ...}``.
+
+    Raises
+    ------
+    SystemExit
+        Code 130 after a Ctrl-C (the checkpoint and the figure are written first).
+    """
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    args.out.mkdir(parents=True, exist_ok=True)
 
     years, counts, names = load_data()
     t = years - YEAR0
     mean, std = counts.mean(axis=0), counts.std(axis=0)
     z = (counts - mean) / std
-    LOG.info("lynx_hare: %d years (%d-%d), species %s, MLP 2-%d-2, %d iterations",
-             len(years), years[0], years[-1], names, args.hidden, args.iters)
+    if args.evaluate is not None:
+        loss = evaluate(*load_model(args.evaluate), t, z)
+        LOG.info("mse (standardised units) of %s:", args.evaluate)
+        print(repr(loss))
+        return {"loss": loss}
 
-    f, z0, loss = fit(t, z, args.hidden, args.iters, args.lr, args.seed,
-                      log_every=max(1, args.iters // 10))
+    run = Run.resume(args) if args.resume is not None else Run.fresh(args, z)
+    out = args.out or (args.resume.parent if args.resume is not None else Path("out"))
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"figure": out / f"{NAME}.png", "final": out / f"{NAME}_final.npz",
+             "best": out / f"{NAME}_best.npz", "checkpoint": out / f"{NAME}_checkpoint.npz"}
+    iters, lr = run.settings["iters"], run.settings["lr"]
+    log_every = max(1, iters // 10)
+    save_every = run.settings["save_every"]
+    f, z0 = run.f, run.z0
+    LOG.info("lynx_hare: %d years (%d-%d), species %s, MLP 2-%d-2, %d iterations%s",
+             len(years), years[0], years[-1], names, run.settings["hidden"], iters,
+             f" from iteration {run.it}" if run.it else "")
+
+    def figure():
+        fitted_fine = odeint(f, z0, t_fine, rtol=RTOL, atol=ATOL) * std + mean
+        plot(paths["figure"], years, counts, names, t_fine + YEAR0, fitted_fine)
+
+    t_fine = np.linspace(t[0], t[-1], 401)
+    last = run.snapshot()
+    bar = progress(iters, desc="lynx_hare", initial=run.it, log_every=log_every)
+    start = time.perf_counter()
+    try:
+        for it in range(run.it + 1, iters + 1):
+            run.opt_f.lr = run.opt_z0.lr = lr * 0.5 * (1.0 + math.cos(math.pi * (it - 1)
+                                                                       / iters))
+            params_before, z0_before = f.params.copy(), z0.copy()
+            loss, nfev_b = train_step(f, z0, run.opt_f, run.opt_z0, t, z)
+            if loss < run.best_loss:       # the loss of the model before this step
+                run.best_loss, run.best = loss, (params_before, z0_before, it - 1)
+            run.it = it
+            if bar.bar and (it % log_every == 0 or it == iters):
+                bar.write(f"iter {it:5d} | mse (standardised) {loss:.5f} | backward nfev "
+                          f"{nfev_b:4d} | {time.perf_counter() - start:5.1f} s")
+            if it % save_every == 0:
+                run.save(paths["checkpoint"], paths["best"])
+            last = run.snapshot()
+            bar.update(1, mse=loss, nfev=nfev_b)
+            if on_iteration is not None:
+                on_iteration(it)
+    except KeyboardInterrupt:
+        bar.close()
+        run.restore(last)
+        run.save(paths["checkpoint"], paths["best"])
+        figure()
+        print(f"lynx_hare: interrupted after iteration {run.it} of {iters}; wrote "
+              f"{paths['checkpoint']} and {paths['figure']}; resume with: python "
+              f"examples/lynx_hare.py --resume {paths['checkpoint']}", file=sys.stderr)
+        raise SystemExit(130) from None
+    finally:
+        bar.close()
+
+    loss = evaluate(f, z0, t, z)
+    if loss < run.best_loss:
+        run.best_loss, run.best = loss, (f.params.copy(), z0.copy(), run.it)
+    save_model(paths["final"], f, z0, run.it)
+    run.save(paths["checkpoint"], paths["best"])
+    # The logged best loss is computed from the file, as --evaluate does.
+    best_loss = evaluate(*load_model(paths["best"]), t, z)
+    figure()
 
     fitted = odeint(f, z0, t, rtol=RTOL, atol=ATOL) * std + mean
-    t_fine = np.linspace(t[0], t[-1], 401)
-    fitted_fine = odeint(f, z0, t_fine, rtol=RTOL, atol=ATOL) * std + mean
-    path = args.out / "lynx_hare.png"
-    plot(path, years, counts, names, t_fine + YEAR0, fitted_fine)
-
     base = np.broadcast_to(mean, counts.shape)
     per_species = rmse(fitted, counts, axis=0)
     per_species_base = rmse(base, counts, axis=0)
     LOG.info("final mse (standardised units): %.5f", loss)
+    LOG.info("best mse (standardised units) %r, saved in %s (python examples/lynx_hare.py "
+             "--evaluate %s prints it again)", best_loss, paths["best"], paths["best"])
     LOG.info("RMSE, thousands of pelts: %.2f overall (%s %.2f, %s %.2f)",
              rmse(fitted, counts), names[0], per_species[0], names[1], per_species[1])
     LOG.info("constant-mean baseline RMSE: %.2f overall (%s %.2f, %s %.2f)",
              rmse(base, counts), names[0], per_species_base[0], names[1], per_species_base[1])
-    print(path)
+    for key in ("figure", "final", "best", "checkpoint"):
+        print(paths[key])
+    return {"final_loss": loss, "best_loss": best_loss, **paths}
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (pyode.SaveFormatError, FileNotFoundError) as exc:   # --resume / --evaluate PATH
+        raise SystemExit(f"lynx_hare: {exc}") from None

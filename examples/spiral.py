@@ -21,11 +21,22 @@ Usage::
 
     python examples/spiral.py                      # 3000 iterations, writes out/spiral.png
     python examples/spiral.py --iters 500 --seed 1 --out /tmp/spiral --test-freq 50
+    python examples/spiral.py --resume out/spiral_checkpoint.npz     # after a Ctrl-C
+    python examples/spiral.py --evaluate out/spiral_best.npz         # full loss of a saved model
 
-Every ``--test-freq`` iterations the script logs the iteration, the loss of the last batch,
-the mean absolute error of the whole trajectory integrated from ``y(0)`` (the "full loss" of
-torchdiffeq's demo) and the elapsed time. At the end it saves a figure with x(t) and y(t),
-the phase portrait and the learned vector field, and prints the file's path.
+Progress is a tqdm bar on a terminal (when tqdm is installed), log lines otherwise
+(:func:`pyode.progress.progress`). Every ``--test-freq`` iterations the script reports the
+iteration, the loss of the last batch, the mean absolute error of the whole trajectory
+integrated from ``y(0)`` (the "full loss" of torchdiffeq's demo), the backward nfev and the
+time, and keeps the model with the lowest full loss in ``OUT/spiral_best.npz``
+(``f.save``; ``pyode.nn.load`` reads it). Every ``--save-every`` iterations it writes the
+training state (model, Adam, iteration, batch generator, best loss) to
+``OUT/spiral_checkpoint.npz``; ``--resume`` continues from it, bit-identically to a run that
+was never interrupted. On Ctrl-C it writes the checkpoint of the last completed iteration and
+the figure of the model so far, says how to resume and exits with status 130. At the end it
+writes the final model (``OUT/spiral_final.npz``), the checkpoint and a figure with x(t) and
+y(t), the phase portrait and the learned vector field, logs the final and the best full loss
+(all digits: ``--evaluate`` on the saved file prints the same number) and prints the paths.
 
 References
 ----------
@@ -37,12 +48,15 @@ The experiment follows ``examples/ode_demo.py`` of torchdiffeq
 import argparse
 import logging
 import math
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+import pyode
 from pyode import losses, nn, odeint, odeint_adjoint, optim
+from pyode.progress import progress
 
 LOG = logging.getLogger("spiral")
 
@@ -54,6 +68,10 @@ BATCH_SIZE = 20          # windows per iteration
 BATCH_TIME = 10          # consecutive points per window
 RTOL, ATOL = 1e-7, 1e-9  # model solves (forward and adjoint), the torchdiffeq defaults
 DEFAULT_LR = 3e-3        # initial Adam learning rate (cosine-decayed to 0 in main)
+DEFAULT_ITERS = 3000
+DEFAULT_SEED = 0
+DEFAULT_TEST_FREQ = 250
+NAME = "spiral"          # prefix of the output files
 
 
 class CubicSpiral:
@@ -172,50 +190,241 @@ def plot(path, f, t, true_y, pred_y):
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--iters", type=int, default=3000,
-                        help="training iterations (default 3000)")
-    parser.add_argument("--seed", type=int, default=0,
-                        help="seed of the model initialisation and the batches (default 0)")
-    parser.add_argument("--out", type=Path, default=Path("out"),
-                        help="output directory, created if missing (default out/)")
-    parser.add_argument("--test-freq", type=int, default=250,
-                        help="log progress every this many iterations (default 250)")
-    parser.add_argument("--lr", type=float, default=DEFAULT_LR,
+    # Settings that fix the training run default to None: a fresh run fills in the defaults,
+    # --resume the checkpoint's values (giving one explicitly overrides it).
+    parser.add_argument("--iters", type=int, default=None,
+                        help=f"training iterations in all (default {DEFAULT_ITERS}; with "
+                             "--resume, the checkpoint's)")
+    parser.add_argument("--seed", type=int, default=None,
+                        help=f"seed of the model initialisation and the batches (default "
+                             f"{DEFAULT_SEED}; ignored with --resume)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="output directory, created if missing (default out/; with "
+                             "--resume, the checkpoint's directory)")
+    parser.add_argument("--test-freq", type=int, default=None,
+                        help=f"evaluate the full loss, report and keep the best model every "
+                             f"this many iterations (default {DEFAULT_TEST_FREQ}; with "
+                             "--resume, the checkpoint's)")
+    parser.add_argument("--save-every", type=int, default=None,
+                        help="write OUT/spiral_checkpoint.npz every this many iterations "
+                             "(default: --test-freq; with --resume, the checkpoint's)")
+    parser.add_argument("--lr", type=float, default=None,
                         help=f"initial Adam learning rate, cosine-decayed to 0 "
-                             f"(default {DEFAULT_LR})")
+                             f"(default {DEFAULT_LR}; with --resume, the checkpoint's)")
+    parser.add_argument("--resume", type=Path, default=None, metavar="PATH",
+                        help="continue the run saved in the checkpoint PATH")
+    parser.add_argument("--evaluate", type=Path, default=None, metavar="PATH",
+                        help="print the full-trajectory loss of the model saved in PATH "
+                             "(a model file or a checkpoint) and exit")
     args = parser.parse_args(argv)
-    if args.iters < 1 or args.test_freq < 1:
-        parser.error("--iters and --test-freq must be positive")
+    for name in ("iters", "test_freq", "save_every"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            parser.error(f"--{name.replace('_', '-')} must be positive; got {value}")
+    if args.lr is not None and not args.lr > 0:
+        parser.error(f"--lr must be positive; got {args.lr}")
+    if args.resume is not None and args.evaluate is not None:
+        parser.error("--resume and --evaluate exclude each other")
     return args
 
 
-def main(argv=None):
+def load_model_file(path):
+    """The field saved in ``path``: a model file (``f.save``) or a checkpoint's model."""
+    try:
+        return nn.load(path)
+    except pyode.SaveFormatError:
+        model = pyode.load_checkpoint(path).model
+    if model is None:
+        raise pyode.SaveFormatError(path, "a checkpoint without a model; pass the best or "
+                                          "final model file or a training checkpoint")
+    return model
+
+
+class Run:
+    """The training state: everything a checkpoint holds, and where the files go.
+
+    Attributes
+    ----------
+    f : nn.MLP
+    opt : optim.Adam
+        Over ``f.params``.
+    rng : numpy.random.Generator
+        Draws the batches.
+    it : int
+        Completed iterations.
+    iters, lr, seed
+        The settings that fix the run (stored in the checkpoint).
+    test_freq, save_every
+        How often the full loss is evaluated and the checkpoint written (also stored, so
+        that a resumed run keeps the best model the way the first part did).
+    best_loss : float
+        Lowest full loss evaluated so far (inf before the first evaluation).
+    best_it : int
+        Iteration of ``best_loss`` (0 before the first evaluation).
+    """
+
+    def __init__(self, f, opt, rng, it, iters, lr, seed, test_freq, save_every,
+                 best_loss=math.inf, best_it=0):
+        self.f, self.opt, self.rng, self.it = f, opt, rng, it
+        self.iters, self.lr, self.seed = iters, lr, seed
+        self.test_freq, self.save_every = test_freq, save_every
+        self.best_loss, self.best_it = best_loss, best_it
+
+    @classmethod
+    def fresh(cls, args):
+        iters = DEFAULT_ITERS if args.iters is None else args.iters
+        lr = DEFAULT_LR if args.lr is None else args.lr
+        seed = DEFAULT_SEED if args.seed is None else args.seed
+        test_freq = args.test_freq or DEFAULT_TEST_FREQ
+        f = nn.MLP([2, 50, 2], activation="tanh", input_activation="cube", seed=seed)
+        return cls(f, optim.Adam(f.params, lr=lr), np.random.default_rng(seed), 0, iters,
+                   lr, seed, test_freq, args.save_every or test_freq)
+
+    @classmethod
+    def resume(cls, args):
+        ck = pyode.load_checkpoint(args.resume)
+        extra = ck.extra
+        needed = {"iters", "lr", "seed", "test_freq", "save_every", "best_loss", "best_it"}
+        if (ck.model is None or ck.optimizer is None or ck.rng is None or ck.step is None
+                or not needed <= set(extra)):
+            raise pyode.SaveFormatError(
+                args.resume, "a pyode checkpoint, but not one of examples/spiral.py (it needs "
+                "the model, the optimizer, the generator and the run settings)")
+        iters, lr = extra["iters"], extra["lr"]
+        for flag, given, saved in (("--iters", args.iters, iters), ("--lr", args.lr, lr)):
+            if given is not None and given != saved:
+                LOG.warning("%s %s differs from the checkpoint's %s: the learning-rate "
+                            "schedule changes, so the result will differ from an "
+                            "uninterrupted run", flag, given, saved)
+        if args.seed is not None and args.seed != extra["seed"]:
+            LOG.warning("--seed %d is ignored: the model and the batch generator come from "
+                        "the checkpoint (seed %d)", args.seed, extra["seed"])
+        iters = iters if args.iters is None else args.iters
+        lr = lr if args.lr is None else args.lr
+        if ck.step > iters:
+            raise SystemExit(f"spiral: the checkpoint {args.resume} is at iteration {ck.step}, "
+                             f"past --iters {iters}; pass a larger --iters")
+        f = ck.model
+        opt = optim.Adam(f.params, lr=lr)
+        opt.load_state_dict(ck.optimizer)
+        return cls(f, opt, ck.rng, ck.step, iters, lr, extra["seed"],
+                   args.test_freq or extra["test_freq"], args.save_every or extra["save_every"],
+                   extra["best_loss"], extra["best_it"])
+
+    def snapshot(self):
+        """Copies of the mutable state, for :meth:`restore` (cheap: ~800 floats)."""
+        return (self.it, self.f.params.copy(), self.opt.state_dict(),
+                self.rng.bit_generator.state, self.best_loss, self.best_it)
+
+    def restore(self, snap):
+        """Go back to a :meth:`snapshot` (undoes a half-done iteration)."""
+        self.it, params, opt_state, rng_state, self.best_loss, self.best_it = snap
+        self.f.params = params
+        self.opt.load_state_dict(opt_state)
+        self.rng.bit_generator.state = rng_state
+
+    def save(self, path):
+        pyode.save_checkpoint(path, model=self.f, optimizer=self.opt, step=self.it,
+                              rng=self.rng,
+                              extra={"iters": self.iters, "lr": self.lr, "seed": self.seed,
+                                     "test_freq": self.test_freq,
+                                     "save_every": self.save_every,
+                                     "best_loss": self.best_loss, "best_it": self.best_it})
+
+
+def main(argv=None, on_iteration=None):
+    """Run the script; ``argv`` as on the command line (default ``sys.argv[1:]``).
+
+    Parameters
+    ----------
+    argv : list of str, optional
+    on_iteration : callable, optional
+        Called as ``on_iteration(it)`` after each completed iteration ``it`` (after its
+        checkpoint, if one was due). A ``KeyboardInterrupt`` raised from it acts like Ctrl-C.
+
+    Returns
+    -------
+    dict
+        ``final_loss``, ``best_loss``, ``best_it`` and the paths written (``figure``,
+        ``final``, ``best``, ``checkpoint``); for ``--evaluate``, ``{"loss": ...}``.
+
+    Raises
+    ------
+    SystemExit
+        Code 130 after a Ctrl-C (the checkpoint and the figure are written first).
+    """
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    args.out.mkdir(parents=True, exist_ok=True)
-
     t, true_y = make_data()
-    f = nn.MLP([2, 50, 2], activation="tanh", input_activation="cube", seed=args.seed)
-    opt = optim.Adam(f.params, lr=args.lr)
-    rng = np.random.default_rng(args.seed)
-    LOG.info("spiral: %d iterations, batch %d windows x %d points, MLP 2-50-2 (%d params)",
-             args.iters, BATCH_SIZE, BATCH_TIME, f.n_params)
+    if args.evaluate is not None:
+        _, total = full_loss(load_model_file(args.evaluate), t, true_y)
+        LOG.info("full-trajectory loss (mean |pred - true|) of %s:", args.evaluate)
+        print(repr(total))
+        return {"loss": total}
 
+    run = Run.resume(args) if args.resume is not None else Run.fresh(args)
+    out = args.out or (args.resume.parent if args.resume is not None else Path("out"))
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"figure": out / f"{NAME}.png", "final": out / f"{NAME}_final.npz",
+             "best": out / f"{NAME}_best.npz", "checkpoint": out / f"{NAME}_checkpoint.npz"}
+    test_freq, save_every = run.test_freq, run.save_every
+    f = run.f
+    LOG.info("spiral: %d iterations%s, batch %d windows x %d points, MLP 2-50-2 (%d params)",
+             run.iters, f" from iteration {run.it}" if run.it else "", BATCH_SIZE, BATCH_TIME,
+             f.n_params)
+
+    last = run.snapshot()
+    bar = progress(run.iters, desc="spiral", initial=run.it, log_every=test_freq)
     start = time.perf_counter()
-    for it in range(1, args.iters + 1):
-        opt.lr = args.lr * 0.5 * (1.0 + math.cos(math.pi * (it - 1) / args.iters))
-        loss, nfev_b = train_step(f, opt, *get_batch(rng, t, true_y))
-        if it % args.test_freq == 0 or it == args.iters:
-            _, total = full_loss(f, t, true_y)
-            LOG.info("iter %5d | batch loss %.4f | full loss %.4f | backward nfev %3.0f | "
-                     "%5.1f s", it, loss, total, nfev_b, time.perf_counter() - start)
+    try:
+        for it in range(run.it + 1, run.iters + 1):
+            run.opt.lr = run.lr * 0.5 * (1.0 + math.cos(math.pi * (it - 1) / run.iters))
+            loss, nfev_b = train_step(f, run.opt, *get_batch(run.rng, t, true_y))
+            run.it = it
+            postfix = {"batch loss": loss, "nfev": round(nfev_b)}
+            if it % test_freq == 0 or it == run.iters:
+                _, total = full_loss(f, t, true_y)
+                if total < run.best_loss:
+                    f.save(paths["best"])
+                    run.best_loss, run.best_it = total, it
+                postfix.update({"full loss": total, "best": run.best_loss})
+                if bar.bar:     # log lines show these values already; keep them above a bar
+                    bar.write(f"iter {it:5d} | batch loss {loss:.4f} | full loss {total:.4f} "
+                              f"| backward nfev {nfev_b:3.0f} | "
+                              f"{time.perf_counter() - start:5.1f} s")
+            if it % save_every == 0:
+                run.save(paths["checkpoint"])
+            last = run.snapshot()
+            bar.update(1, **postfix)
+            if on_iteration is not None:
+                on_iteration(it)
+    except KeyboardInterrupt:
+        bar.close()
+        run.restore(last)
+        run.save(paths["checkpoint"])
+        plot(paths["figure"], f, t, true_y, full_loss(f, t, true_y)[0])
+        print(f"spiral: interrupted after iteration {run.it} of {run.iters}; wrote "
+              f"{paths['checkpoint']} and {paths['figure']}; resume with: python "
+              f"examples/spiral.py --resume {paths['checkpoint']}", file=sys.stderr)
+        raise SystemExit(130) from None
+    finally:
+        bar.close()
 
     pred_y, total = full_loss(f, t, true_y)
-    path = args.out / "spiral.png"
-    plot(path, f, t, true_y, pred_y)
+    f.save(paths["final"])
+    run.save(paths["checkpoint"])
+    plot(paths["figure"], f, t, true_y, pred_y)
     LOG.info("final full-trajectory loss (mean |pred - true|): %.4f", total)
-    print(path)
+    LOG.info("best full-trajectory loss %r at iteration %d, saved in %s (python "
+             "examples/spiral.py --evaluate %s prints it again)", run.best_loss, run.best_it,
+             paths["best"], paths["best"])
+    for key in ("figure", "final", "best", "checkpoint"):
+        print(paths[key])
+    return {"final_loss": total, "best_loss": run.best_loss, "best_it": run.best_it, **paths}
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (pyode.SaveFormatError, FileNotFoundError) as exc:   # --resume / --evaluate PATH
+        raise SystemExit(f"spiral: {exc}") from None

@@ -39,7 +39,10 @@ from .adjoint import ADJOINT_METHODS, AdjointGradients, odeint_adjoint
 from .compare import GradientComparison, compare_gradients
 from .errors import (AdjointReconstructionWarning, CudaUnavailableError, NonFiniteError,
                      SolverError, StepSizeUnderflowError, TooManyStepsError)
+from .errors import SaveFormatError
 from .gradcheck import gradcheck
+from .protocol import VectorField
+from .serialization import load_checkpoint, save_checkpoint
 from .solvers import SolveInfo, odeint
 from .tableaus import METHODS, ButcherTableau
 
@@ -51,4 +54,6 @@ __all__ = [
     "CudaUnavailableError",
     "NonFiniteError", "TooManyStepsError", "ADJOINT_METHODS", "AdjointReconstructionWarning",
     "compare_gradients", "GradientComparison",
+    "VectorField",
+    "save_checkpoint", "load_checkpoint", "SaveFormatError",
 ]

@@ -54,17 +54,21 @@ dL/dt_0 = −a(t_0⁺) · f(t_0, y_0), with a(t_0⁺) the adjoint before g_0 is 
 backward solve a_t(t) = −a(t)ᵀ f(t, z(t)) is carried as the integral of App. C: it starts at
 −g_N · f(t_N, y_N), jumps by −g_i · f(t_i, y_i) when g_i is added, and a_t(t_0) = dL/dt_0.
 """
+from __future__ import annotations
+
 import warnings
 from dataclasses import dataclass
 from types import SimpleNamespace
+from typing import Any, Callable
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .checkpoint import checkpoint_pass
 from .discrete import discrete_pass
 from .errors import AdjointReconstructionWarning
 from .forward_sensitivity import sensitivity_solve, sensitivity_vjp
-from .protocol import n_params, require, vjp_rows
+from .protocol import VectorField, n_params, require, vjp_rows
 from .solvers import (SolveInfo, _odeint, batch_field, check_field_width, check_options,
                       check_step_count, check_times, check_tolerances, check_y0, integrate,
                       integrate_adaptive, integrate_fixed, is_device_array, kernel_module,
@@ -132,9 +136,12 @@ class AdjointGradients:
     method: str = "backsolve"
 
 
-def odeint_adjoint(f, y0, t, method="dopri5", rtol=1e-7, atol=1e-9, adjoint_rtol=None,
-                   adjoint_atol=None, options=None, backend="auto", adjoint_method="backsolve",
-                   adjoint_options=None, **unknown):
+def odeint_adjoint(f: VectorField, y0: ArrayLike, t: ArrayLike, method: str = "dopri5",
+                   rtol: float = 1e-7, atol: ArrayLike = 1e-9, adjoint_rtol: float | None = None,
+                   adjoint_atol: ArrayLike | None = None, options: dict[str, Any] | None = None,
+                   backend: str = "auto", adjoint_method: str = "backsolve",
+                   adjoint_options: dict[str, Any] | None = None, **unknown: Any
+                   ) -> tuple[np.ndarray, Callable[[ArrayLike], AdjointGradients]]:
     """Solve like :func:`pyode.odeint` and return a function computing gradients.
 
     Parameters

@@ -12,16 +12,28 @@ see memory allocated inside Numba kernels (the nn fields' backsolve), so compare
 ``backend="numpy"``. Wall time comes from a second, untraced call (tracemalloc slows
 allocation down); the first call also compiles any Numba kernel, so the time excludes that.
 """
+from __future__ import annotations
+
 import time
 import tracemalloc
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .adjoint import ADJOINT_METHODS, odeint_adjoint
 from .errors import SolverError
 from .solvers import check_times, check_y0, odeint
+
+if TYPE_CHECKING:
+    from .adjoint import AdjointGradients
+    from .protocol import VectorField
+
+#: An entry of ``methods``: an ``adjoint_method`` name, or a (name, adjoint_options) pair.
+MethodSpec = Union[str, tuple[str, Union[dict[str, Any], None]]]
 
 _PARTS = ("y0", "params", "t")
 _NOTE_WIDTH = 72        # characters of a failure message shown in the table (rows keep it all)
@@ -49,13 +61,13 @@ class GradientComparison:
     title : str
     """
 
-    rows: list
-    reference: dict
-    gradients: dict = field(default_factory=dict)
+    rows: list[dict[str, Any]]
+    reference: dict[str, np.ndarray]
+    gradients: dict[str, AdjointGradients] = field(default_factory=dict)
     value: float = float("nan")
     title: str = ""
 
-    def row(self, label):
+    def row(self, label: str) -> dict[str, Any]:
         """The row of the method ``label``.
 
         Raises
@@ -69,7 +81,7 @@ class GradientComparison:
         raise KeyError(f"no method {label!r} in this comparison; have "
                        f"{', '.join(r['method'] for r in self.rows)}")
 
-    def __str__(self):
+    def __str__(self) -> str:
         head = ("method", "err y0", "err θ", "err t", "nfev fwd", "nfev bwd", "time s",
                 "peak KiB", "notes")
         lines = []
@@ -89,9 +101,14 @@ class GradientComparison:
         return "\n".join(out)
 
 
-def compare_gradients(f, y0, t, loss, methods=tuple(ADJOINT_METHODS), method="dopri5",
-                      rtol=1e-7, atol=1e-9, options=None, backend="auto", fd_rtol=1e-10,
-                      fd_atol=1e-12, fd_eps=1e-6, reference=None, verbose=True):
+def compare_gradients(f: VectorField, y0: ArrayLike, t: ArrayLike,
+                      loss: Callable[[np.ndarray], tuple[float, ArrayLike]],
+                      methods: MethodSpec | Sequence[MethodSpec] = tuple(ADJOINT_METHODS),
+                      method: str = "dopri5", rtol: float = 1e-7, atol: ArrayLike = 1e-9,
+                      options: dict[str, Any] | None = None, backend: str = "auto",
+                      fd_rtol: float = 1e-10, fd_atol: float = 1e-12, fd_eps: float = 1e-6,
+                      reference: dict[str, ArrayLike] | None = None,
+                      verbose: bool = True) -> GradientComparison:
     """Compare the gradient methods of ``odeint_adjoint`` with finite differences.
 
     Parameters

@@ -75,3 +75,20 @@ class AdjointReconstructionWarning(UserWarning):
 class CudaUnavailableError(RuntimeError):
     """``backend="cuda"`` was asked for but no CUDA device can be used (the message says how to
     run the CUDA kernels on the numba-cuda simulator instead)."""
+
+
+class SaveFormatError(ValueError):
+    """A file given to :func:`pyode.nn.load` or :func:`pyode.load_checkpoint` is not one it can
+    read: not an ``.npz``, an ``.npz`` pyode did not write, the other kind of pyode file (a
+    model where a checkpoint is expected or the reverse), a newer format version, or damaged.
+    The message names the file, what is wrong and what to do.
+
+    Attributes
+    ----------
+    path : str
+        The file that was read.
+    """
+
+    def __init__(self, path, problem):
+        self.path = str(path)
+        super().__init__(f"{self.path}: {problem}")

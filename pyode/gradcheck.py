@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 __all__ = ["GradcheckResult", "gradcheck"]
 
@@ -51,7 +54,7 @@ class GradcheckResult:
     ok: bool
     max_abs_err: float
     max_rel_err: float
-    worst_index: tuple | None
+    worst_index: tuple[int, ...] | None
     analytic: np.ndarray
     numeric: np.ndarray
     n_failed: int
@@ -59,10 +62,10 @@ class GradcheckResult:
     rtol: float
     atol: float
 
-    def __bool__(self):
+    def __bool__(self) -> bool:
         return self.ok
 
-    def __str__(self):
+    def __str__(self) -> str:
         verdict = "passed" if self.ok else "FAILED"
         lines = [
             f"gradcheck {verdict}: {self.n_failed} of {self.numeric.size} entries outside "
@@ -81,7 +84,8 @@ class GradcheckResult:
         return "\n".join(lines)
 
 
-def gradcheck(fun, x, eps=1e-6, rtol=1e-5, atol=1e-8):
+def gradcheck(fun: Callable[[np.ndarray], tuple[Any, ArrayLike]], x: ArrayLike,
+              eps: float = 1e-6, rtol: float = 1e-5, atol: float = 1e-8) -> GradcheckResult:
     """Compare the gradient returned by ``fun`` with central finite differences.
 
     Parameters

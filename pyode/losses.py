@@ -9,11 +9,12 @@ the adjoint's ``vjp(grad_ys)``.
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 __all__ = ["mse", "l1"]
 
 
-def mse(pred, target):
+def mse(pred: ArrayLike, target: ArrayLike) -> tuple[float, np.ndarray]:
     """Mean squared error.
 
     ``value = (1/N) Σ (pred − target)²`` over all ``N`` entries;
@@ -39,7 +40,7 @@ def mse(pred, target):
     return float(np.sum(diff * diff) / n), (2.0 / n) * diff
 
 
-def l1(pred, target):
+def l1(pred: ArrayLike, target: ArrayLike) -> tuple[float, np.ndarray]:
     """Mean absolute error.
 
     ``value = (1/N) Σ |pred − target|``; ``grad = sign(pred − target) / N``, taking the

@@ -67,6 +67,7 @@ __all__ = [
     "Tanh",
     "TimeInput",
     "get_activation",
+    "load",
 ]
 
 #: Integrator back ends a field may ask for; the solver reads ``f.backend``. ``"numba"`` runs
@@ -130,6 +131,14 @@ class Linear(Layer):
     The layer owns no storage of its own: :class:`Sequential` allocates ``params``, hands the
     layer its views and initialises them. A Linear instance can belong to one Sequential only.
 
+    Copies: ``copy.copy``, ``copy.deepcopy`` and pickle of a Linear *on its own* give a
+    *detached* layer: its ``W`` and ``b`` are copies of the values in arrays of its own (writing
+    into them changes neither the original nor its Sequential), ``offset`` is None, and
+    ``forward`` / ``jvp`` / ``vjp`` compute what the original computed. Placed in a new
+    :class:`Sequential`, a detached layer takes views into that one's ``params`` and is
+    initialised from its seed like any other Linear (copy values back with ``layer.W[...] =``).
+    Copying a whole Sequential (the usual case) rebinds its layers instead; see there.
+
     Jacobians, per sample: ``∂y/∂x = W``; ``∂y_i/∂W_jk = δ_ij x_k``; ``∂y/∂b = I``.
     """
 
@@ -149,6 +158,28 @@ class Linear(Layer):
         self.offset = offset
         self.W = params[offset:offset + n_w].reshape(self.n_out, self.n_in)
         self.b = params[offset + n_w:offset + n_w + self.n_out]
+
+    def _unbound_copy(self):
+        """A new layer of the same type and widths with no parameters (``W = b = offset =
+        None``), for a Sequential to bind."""
+        layer = object.__new__(type(self))
+        layer.__dict__.update(self.__dict__)
+        layer.offset = layer.W = layer.b = None
+        return layer
+
+    def __getstate__(self):
+        """State for copy and pickle of a Linear on its own: a *detached* layer (class Notes).
+
+        ``W`` and ``b`` are copied out of the Sequential's ``params`` (views would be copied
+        apart from it anyway, or, by ``copy.copy``, stay aliased to it) and ``offset`` is
+        cleared: the copy belongs to no Sequential.
+        """
+        state = self.__dict__.copy()
+        if self.W is not None:
+            state["W"] = np.array(self.W, copy=True)
+            state["b"] = np.array(self.b, copy=True)
+            state["offset"] = None
+        return state
 
     def _check_bound(self):
         if self.W is None:
@@ -495,8 +526,9 @@ class Sequential:
     layers : tuple of Layer
         The layers in application order (read by the kernel compiler).
     params : ndarray, shape (P,)
-        Flat parameter vector, dtype ``dtype``; assigning to it copies into the existing array,
-        so the layers' views stay valid.
+        Flat parameter vector, dtype ``dtype``. ``f.params = value`` copies ``value`` into the
+        existing array, exactly like ``f.params[:] = value`` (see the property), so the layers'
+        views and an optimiser holding ``f.params`` stay valid on every backend.
     n_params : int
         ``P``.
     n_in : int or None
@@ -522,6 +554,15 @@ class Sequential:
     ``b`` (shape ``(n_out,)``) from ``U(−1/√n_in, 1/√n_in)`` with ``rng.uniform`` in float64,
     then cast to ``dtype``. ``n_in`` counts the time column of a :class:`TimeInput`. This is the
     PyTorch ``nn.Linear`` default range (He et al. 2015 with a = √5, which reduces to 1/√n_in).
+
+    Copies: ``copy.copy(f)``, ``copy.deepcopy(f)`` and ``pickle.loads(pickle.dumps(f))`` all
+    give an independent field: a fresh ``params`` array holding the values of ``f.params``,
+    and new :class:`Linear` layers whose ``W`` and ``b`` are views into it again, so the Numba
+    kernels (which read ``params``) and the NumPy path (which reads ``W`` and ``b``) compute
+    the same field, and changing one field never changes the other. ``copy.copy`` is not
+    shallow here: a Linear belongs to one Sequential only, and sharing layers would make two
+    fields share one parameter vector. Stateless activations may stay shared. For files that
+    need no pickle, use :meth:`save` and :func:`load`.
     """
 
     def __init__(self, *layers, seed=0, dtype=np.float64, backend="numba"):
@@ -563,7 +604,20 @@ class Sequential:
 
     @property
     def params(self):
-        """ndarray, shape (P,): the flat parameters (layout in the module docstring)."""
+        """ndarray, shape (P,): the flat parameters (layout in the module docstring).
+
+        The array object never changes over the life of the field. Assigning
+        ``f.params = value`` (``value`` of shape (P,), any real dtype, cast to ``dtype``)
+        copies ``value`` into it and has exactly the effect of ``f.params[:] = value``: the
+        layers' ``W`` / ``b`` views, an optimiser holding ``f.params`` and every backend see
+        the new values. (The assignment insists on shape (P,); slice assignment also
+        broadcasts, e.g. ``f.params[:] = 0.0``.)
+
+        Raises
+        ------
+        ValueError
+            On assignment, ``value`` is not of shape (P,).
+        """
         return self._params
 
     @params.setter
@@ -571,7 +625,8 @@ class Sequential:
         value = np.asarray(value)
         if value.shape != self._params.shape:
             raise ValueError(
-                f"params must have shape {self._params.shape}; got shape {value.shape}"
+                f"params must have shape {self._params.shape}; got shape {value.shape}; "
+                "assign an array of that shape (f.params = value copies into the array)"
             )
         self._params[...] = value
 
@@ -579,6 +634,65 @@ class Sequential:
     def n_params(self):
         """int: number of parameters ``P``."""
         return self._params.size
+
+    # -- copies and files ----------------------------------------------------------------------
+
+    def __getstate__(self):
+        """State for copy and pickle: the attributes, with unbound copies of the Linears.
+
+        The layers' ``W`` / ``b`` views are left out (they would be copied apart from
+        ``params``); :meth:`__setstate__` rebinds the layers to the new ``params``.
+        """
+        state = self.__dict__.copy()
+        state["layers"] = tuple(layer._unbound_copy() if isinstance(layer, Linear) else layer
+                                for layer in self.layers)
+        return state
+
+    def __setstate__(self, state):
+        """Rebuild from :meth:`__getstate__`: a fresh ``params`` and Linears bound to it.
+
+        Also reads pickles written before copies rebound their layers (their Linears carried
+        stale ``W`` / ``b`` arrays; the values come from ``params``, which held the same).
+        """
+        self.__dict__.update(state)
+        params = np.array(state["_params"], dtype=self.dtype, copy=True)
+        layers, offset = [], 0
+        for layer in state["layers"]:
+            if isinstance(layer, Linear):
+                layer = layer._unbound_copy()
+                layer._bind(params, offset)
+                offset += layer.n_params
+            layers.append(layer)
+        if params.shape != (offset,):
+            raise ValueError(
+                f"cannot restore {type(self).__name__}: its Linear layers need {offset} "
+                f"parameters but the stored params has shape {params.shape}; the pickle is "
+                "damaged or not of this pyode"
+            )
+        self._params = params
+        self.layers = tuple(layers)
+
+    def save(self, path):
+        """Write the field to ``path`` in numpy's ``.npz`` format (no pickle); see
+        :func:`pyode.nn.load`.
+
+        Stores the architecture (an :class:`MLP`'s constructor arguments, or a Sequential's
+        layer list), ``params`` (dtype kept, so the loaded field computes bit-identically),
+        ``dtype``, ``backend`` and the pyode version. The write is atomic: a temporary file in
+        the same directory, then a rename onto ``path`` (no ``.npz`` is appended to the name).
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+
+        Raises
+        ------
+        TypeError
+            The field has a layer kind the format does not know (a user-written layer), or is
+            an instance of a user subclass of Sequential / MLP.
+        """
+        from .serialization import save_model
+        save_model(path, self)
 
     # -- the field -----------------------------------------------------------------------------
 
@@ -878,6 +992,33 @@ class MLP(Sequential):
         self.input_activation = (None if input_activation is None
                                  else get_activation(input_activation).name)
         self.time_input = bool(time_input)
+
+
+def load(path):
+    """Read a field written by :meth:`Sequential.save` (``f.save(path)``).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A ``.npz`` file written by ``f.save``; it is read with ``allow_pickle=False``.
+
+    Returns
+    -------
+    Sequential or MLP
+        The same class, layers, ``dtype`` and ``backend`` as the saved field, with
+        ``params`` equal bit for bit: it computes exactly what the saved field computed.
+
+    Raises
+    ------
+    FileNotFoundError
+        No file at ``path``.
+    pyode.SaveFormatError
+        The file is not a pyode model file (not an ``.npz``, a foreign ``.npz``, a training
+        checkpoint — read those with :func:`pyode.load_checkpoint`), was written by a newer
+        pyode with a newer format version, or is damaged. The message names the file.
+    """
+    from .serialization import load_model
+    return load_model(path)
 
 
 # ---------------------------------------------------------------------------------------------

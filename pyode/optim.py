@@ -12,6 +12,12 @@ Conventions follow PyTorch's ``torch.optim`` (no weight decay, no Nesterov, no A
   Sutskever et al. 2013 fold lr into v instead, which differs when lr changes between steps).
 * Adam: ε is added to ``√v̂`` after the bias correction, as in Kingma & Ba, Algorithm 1.
 * RMSprop: ε is added outside the square root, and the mean square starts at 0.
+
+Every optimiser has ``state_dict()`` (a snapshot: kind, hyper-parameters, lr, n_steps and
+copies of its buffers) and ``load_state_dict(state)`` (checks and copies the values in, so the
+optimiser keeps updating the same ``params`` array); with the same params and gradients, steps
+after a ``load_state_dict`` equal those the saved optimiser would have taken, bit for bit.
+:func:`pyode.save_checkpoint` stores state dicts in a file.
 """
 
 from __future__ import annotations
@@ -42,6 +48,11 @@ class Optimizer:
     n_steps : int
         Number of calls to :meth:`step` so far.
     """
+
+    #: Hyper-parameters in the state dict, name -> bounds for ``_check_real`` (subclasses).
+    _HYPER = {}
+    #: Names of the buffer attributes, each an ndarray of the shape and dtype of ``params``.
+    _BUFFERS = ()
 
     def __init__(self, params, lr):
         if not isinstance(params, np.ndarray):
@@ -78,6 +89,102 @@ class Optimizer:
     def step(self, grad):  # pragma: no cover - every subclass overrides
         raise NotImplementedError
 
+    # -- state ---------------------------------------------------------------------------------
+
+    def _hyperparameters(self):
+        return {name: getattr(self, name) for name in self._HYPER}
+
+    def _set_hyperparameters(self, values):
+        for name, value in values.items():
+            setattr(self, name, value)
+
+    def state_dict(self):
+        """A snapshot of the optimiser's state, for :meth:`load_state_dict` or a checkpoint.
+
+        Returns
+        -------
+        dict
+            ``"kind"`` (str, the class name, e.g. ``"Adam"``), ``"lr"`` (float), ``"n_steps"``
+            (int), the hyper-parameters as floats (SGD ``momentum``; Adam ``beta1``,
+            ``beta2``, ``eps``; RMSprop ``alpha``, ``eps``) and copies of the buffers, ndarrays
+            of shape (P,) in the dtype of ``params`` (SGD ``velocity``; Adam ``m``, ``v``;
+            RMSprop ``square_avg``). The parameters themselves are not included: they belong
+            to the model (``f.params``).
+        """
+        state = {"kind": type(self).__name__, "lr": float(self.lr), "n_steps": int(self.n_steps)}
+        state.update({name: float(value) for name, value in self._hyperparameters().items()})
+        state.update({name: getattr(self, name).copy() for name in self._BUFFERS})
+        return state
+
+    def load_state_dict(self, state):
+        """Take over a state from :meth:`state_dict` (e.g. read from a checkpoint).
+
+        Everything is checked before anything changes; then lr, n_steps and the
+        hyper-parameters are set and the buffers are copied into the optimiser's own arrays
+        (cast to the dtype of ``params``). ``params`` stays the same array: the optimiser goes
+        on updating the model it was built on.
+
+        Parameters
+        ----------
+        state : dict
+            As returned by :meth:`state_dict` of an optimiser of the same class over a
+            parameter vector of the same shape.
+
+        Raises
+        ------
+        TypeError
+            ``state`` is not a dict, or a value has the wrong type.
+        ValueError
+            ``state["kind"]`` is another optimiser class; keys are missing or unknown; a
+            buffer's shape differs from that of ``params``; a value is out of range.
+        """
+        mine = type(self).__name__
+        if not isinstance(state, dict):
+            raise TypeError(f"state must be a dict from {mine}.state_dict(); got "
+                            f"{type(state).__name__}")
+        kind = state.get("kind")
+        if not isinstance(kind, str):
+            raise ValueError(f"state has no optimiser name under 'kind' (got {kind!r}): pass "
+                             f"the dict returned by {mine}.state_dict()")
+        if kind != mine:
+            raise ValueError(
+                f"state['kind'] is {kind!r} but this optimiser is optim.{mine}: build an "
+                f"optim.{kind}(params) and load the state into that one")
+        expected = {"kind", "lr", "n_steps", *self._HYPER, *self._BUFFERS}
+        missing, unknown = sorted(expected - set(state)), sorted(set(state) - expected)
+        if missing or unknown:
+            raise ValueError(
+                f"state for optim.{mine} must have the keys {sorted(expected)}; missing "
+                f"{missing}, unknown {unknown}: pass the dict returned by state_dict()")
+        lr = _check_real(state["lr"], "state['lr']", low=0.0, low_open=True)
+        n_steps = state["n_steps"]
+        if (not isinstance(n_steps, numbers.Integral) or isinstance(n_steps, (bool, np.bool_))
+                or n_steps < 0):
+            raise ValueError(f"state['n_steps'] must be an integer >= 0; got {n_steps!r}")
+        hyper = {name: _check_real(state[name], f"state[{name!r}]", **bounds)
+                 for name, bounds in self._HYPER.items()}
+        buffers = {}
+        for name in self._BUFFERS:
+            value = state[name]
+            if not isinstance(value, np.ndarray):
+                raise TypeError(f"state[{name!r}] must be an ndarray of shape "
+                                f"{self.params.shape}; got {type(value).__name__}")
+            if value.shape != self.params.shape:
+                raise ValueError(
+                    f"state[{name!r}] has shape {value.shape} but params has shape "
+                    f"{self.params.shape}: the state belongs to a model with {value.size} "
+                    "parameters; load it into an optimiser over that model's params")
+            if not (np.issubdtype(value.dtype, np.floating)
+                    or np.issubdtype(value.dtype, np.integer)):
+                raise TypeError(f"state[{name!r}] must be a float array; got dtype "
+                                f"{value.dtype}")
+            buffers[name] = value
+        self.lr = lr
+        self.n_steps = int(n_steps)
+        self._set_hyperparameters(hyper)
+        for name, value in buffers.items():
+            getattr(self, name)[...] = value
+
 
 class SGD(Optimizer):
     """Stochastic gradient descent with optional heavy-ball momentum.
@@ -104,6 +211,9 @@ class SGD(Optimizer):
     Comput. Math. Math. Phys. 4(5), 1964 (heavy ball); the buffer convention is PyTorch's
     ``torch.optim.SGD`` with ``dampening=0, nesterov=False``.
     """
+
+    _HYPER = {"momentum": {"low": 0.0, "high": 1.0}}
+    _BUFFERS = ("velocity",)
 
     def __init__(self, params, lr, momentum=0.0):
         super().__init__(params, lr)
@@ -148,6 +258,10 @@ class Adam(Optimizer):
     arXiv:1412.6980, Algorithm 1.
     """
 
+    _HYPER = {"beta1": {"low": 0.0, "high": 1.0}, "beta2": {"low": 0.0, "high": 1.0},
+              "eps": {"low": 0.0, "low_open": True}}
+    _BUFFERS = ("m", "v")
+
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
         super().__init__(params, lr)
         try:
@@ -160,6 +274,13 @@ class Adam(Optimizer):
         self.eps = _check_real(eps, "eps", low=0.0, low_open=True)
         self.m = np.zeros_like(params)
         self.v = np.zeros_like(params)
+
+    def _hyperparameters(self):
+        return {"beta1": self.betas[0], "beta2": self.betas[1], "eps": self.eps}
+
+    def _set_hyperparameters(self, values):
+        self.betas = (values["beta1"], values["beta2"])
+        self.eps = values["eps"]
 
     def step(self, grad):
         """Apply one update with ``grad`` (shape ``(P,)``); returns None."""
@@ -202,6 +323,9 @@ class RMSprop(Optimizer):
     T. Tieleman, G. Hinton, "Lecture 6.5 - RMSprop: Divide the gradient by a running average of
     its recent magnitude", COURSERA: Neural Networks for Machine Learning, 2012.
     """
+
+    _HYPER = {"alpha": {"low": 0.0, "high": 1.0}, "eps": {"low": 0.0, "low_open": True}}
+    _BUFFERS = ("square_avg",)
 
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8):
         super().__init__(params, lr)

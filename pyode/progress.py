@@ -15,13 +15,14 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from typing import Any, TextIO
 
 __all__ = ["progress", "Progress"]
 
 LOG = logging.getLogger("pyode")
 
 
-def _tqdm_class():
+def _tqdm_class() -> type | None:
     """tqdm's class, or None when the package is not installed."""
     try:
         from tqdm import tqdm
@@ -30,7 +31,7 @@ def _tqdm_class():
     return tqdm
 
 
-def _is_terminal(stream):
+def _is_terminal(stream: Any) -> bool:
     isatty = getattr(stream, "isatty", None)
     try:
         return bool(isatty and isatty())
@@ -38,7 +39,7 @@ def _is_terminal(stream):
         return False
 
 
-def _clock(seconds):
+def _clock(seconds: float) -> str:
     """``seconds`` as ``m:ss`` (or ``h:mm:ss``)."""
     seconds = int(round(max(seconds, 0.0)))
     h, rest = divmod(seconds, 3600)
@@ -62,8 +63,9 @@ class Progress:
         True when a tqdm bar is drawn, False for log lines.
     """
 
-    def __init__(self, total, desc="", initial=0, log_every=None, logger=None, stream=None,
-                 bar=None):
+    def __init__(self, total: int, desc: str = "", initial: int = 0, log_every: int | None = None,
+                 logger: logging.Logger | None = None, stream: TextIO | None = None,
+                 bar: bool | None = None) -> None:
         self.total = int(total)
         self.desc = desc
         self.n = int(initial)
@@ -83,7 +85,7 @@ class Progress:
         self._start = time.perf_counter()
         self._postfix = {}
 
-    def update(self, n=1, **postfix):
+    def update(self, n: int = 1, **postfix: Any) -> None:
         """Advance the count by ``n`` and show ``postfix`` (name=value pairs) beside it."""
         self.n += int(n)
         if postfix:
@@ -95,7 +97,7 @@ class Progress:
         elif self.n % self._log_every == 0 or self.n == self.total:
             self._logger.info("%s", self.line())
 
-    def line(self):
+    def line(self) -> str:
         """One plain line: ``desc: n/total [elapsed<eta, rate it/s] postfix``."""
         elapsed = time.perf_counter() - self._start
         done = self.n - self._initial
@@ -106,34 +108,36 @@ class Progress:
         return (f"{head}{self.n}/{self.total} [{_clock(elapsed)}<{_clock(eta)}, "
                 f"{rate:.3g} it/s]" + (f" {extra}" if extra else ""))
 
-    def write(self, message):
+    def write(self, message: str) -> None:
         """Print ``message`` on its own line (above the bar, or as a log line)."""
         if self._tqdm is not None:
             self._tqdm.write(message, file=self._stream)
         else:
             self._logger.info("%s", message)
 
-    def close(self):
+    def close(self) -> None:
         """End the bar (no-op for log lines)."""
         if self._tqdm is not None:
             self._tqdm.close()
             self._tqdm = None
 
-    def __enter__(self):
+    def __enter__(self) -> Progress:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> bool:
         self.close()
         return False
 
 
-def _fmt(value):
+def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)
 
 
-def progress(total, desc="", initial=0, log_every=None, logger=None, stream=None, bar=None):
+def progress(total: int, desc: str = "", initial: int = 0, log_every: int | None = None,
+             logger: logging.Logger | None = None, stream: TextIO | None = None,
+             bar: bool | None = None) -> Progress:
     """Make a :class:`Progress` counter for a loop of ``total`` updates.
 
     Parameters

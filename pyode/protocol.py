@@ -1,11 +1,50 @@
-"""The vector-field protocol as the gradient methods call it (README, "The vector-field
-protocol"): which members each method needs, and per-sample wrappers of the field's VJP.
+"""The vector-field protocol (README, "The vector-field protocol"): :class:`VectorField` for
+type checkers and ``isinstance``, which members each gradient method needs, and per-sample
+wrappers of the field's VJP.
 
 Every gradient method integrates one independent problem per row of a batch, so it needs the
 field's derivatives one row at a time; these wrappers turn the protocol's calls (a 1-D call
 for a 1-D problem, a batch call otherwise) into arrays with one row per sample.
 """
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
 import numpy as np
+
+__all__ = ["VectorField", "n_params", "require", "vjp_rows"]
+
+
+@runtime_checkable
+class VectorField(Protocol):
+    """A vector field f(t, y; θ) that every solver and gradient method accepts.
+
+    The README's "The vector-field protocol" is the contract in words (shapes, batches,
+    per-sample t); this class writes its four required members down for type checkers. Any
+    object with them is a field: nothing needs to inherit from this class. ``isinstance(f,
+    VectorField)`` checks only that the members exist, not their signatures (``issubclass`` is
+    not supported, as for any protocol with a data member). The optional members
+    ``vjp_per_sample`` and ``jvp_params`` are described in the README.
+
+    Attributes
+    ----------
+    params : ndarray, shape (P,)
+        The parameters θ, flat (may be empty); writing into it changes the field.
+    """
+
+    params: np.ndarray
+
+    def __call__(self, t: float | np.ndarray, y: np.ndarray) -> np.ndarray:
+        """dy/dt at ``y`` of shape (D,) or (B, D) and ``t`` a float or (B,) per-sample times;
+        the shape and dtype of ``y``."""
+
+    def jvp(self, t: float | np.ndarray, y: np.ndarray, u: np.ndarray) -> np.ndarray:
+        """∂f/∂y · u, shape of ``y``."""
+
+    def vjp(self, t: float | np.ndarray, y: np.ndarray,
+            v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | float]:
+        """(vᵀ∂f/∂y shape of ``y``, vᵀ∂f/∂θ shape (P,) summed over a batch, vᵀ∂f/∂t shape of
+        ``t``; with a float ``t`` and a batch, summed over the batch)."""
 
 
 def n_params(f):

@@ -18,11 +18,17 @@ Design decision: torchdiffeq, scipy and diffrax all use this mixed scaling with 
 and new |y|; torchdiffeq (by default) and diffrax take the RMS over the whole state, scipy the
 RMS too — we take it per sample, which is what makes samples independent.
 """
+from __future__ import annotations
+
 from dataclasses import dataclass
+from typing import Any, Callable, Union
 
 import numpy as np
 
+from numpy.typing import ArrayLike
+
 from .errors import NonFiniteError, StepSizeUnderflowError, TooManyStepsError
+from .protocol import VectorField
 from .suggest import unknown_keywords_error
 from .tableaus import get_tableau
 
@@ -769,8 +775,15 @@ def _use_kernels(f, backend):
     return backend == "numba" or getattr(f, "backend", "numba") == "numba"
 
 
-def odeint(f, y0, t, method="dopri5", rtol=1e-7, atol=1e-9, options=None,
-           full_output=False, backend="auto", **unknown):
+#: What ``odeint`` integrates: a :class:`pyode.VectorField`, or for ``odeint`` alone any
+#: callable ``f(t, y)`` (the gradient methods need the field's derivatives too).
+Field = Union[VectorField, Callable[..., np.ndarray]]
+
+
+def odeint(f: Field, y0: ArrayLike, t: ArrayLike, method: str = "dopri5", rtol: float = 1e-7,
+           atol: ArrayLike = 1e-9, options: dict[str, Any] | None = None,
+           full_output: bool = False, backend: str = "auto",
+           **unknown: Any) -> np.ndarray | tuple[np.ndarray, SolveInfo]:
     """Integrate dy/dt = f(t, y) and return the solution at the times ``t``.
 
     Parameters
