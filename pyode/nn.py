@@ -246,6 +246,31 @@ class Linear(Layer):
         g_w = (v[:, :, None] * x[:, None, :]).reshape(batch, self.n_out * self.n_in)
         return v @ self.W, np.concatenate([g_w, v], axis=1), None
 
+    def vjp_batch(self, x, t, v):
+        """Cotangents of ``y = W x + b`` with the parameter part summed over the batch.
+
+        The batch sum of :meth:`vjp`'s ``g_theta`` without forming its ``(B, n_params)``
+        array: ``Σ_β v_β x_βᵀ = vᵀ x`` is one matrix product. This is what backpropagation
+        through a model needs (``pyode.nn.Model``), where only the total gradient is kept.
+
+        Parameters
+        ----------
+        x : ndarray, shape (B, n_in)
+        t : ndarray, shape (B,) or None
+            Ignored.
+        v : ndarray, shape (B, n_out)
+
+        Returns
+        -------
+        g_x : ndarray, shape (B, n_in)
+            ``Wᵀ v_β`` row by row.
+        g_theta : ndarray, shape (n_params,)
+            ``[vec(vᵀ x), Σ_β v_β]`` in the layer's slice of the ``params`` layout.
+        g_t : None
+        """
+        self._check_bound()
+        return v @ self.W, np.concatenate([(v.T @ x).ravel(), v.sum(axis=0)]), None
+
     def __repr__(self):
         return f"Linear(n_in={self.n_in}, n_out={self.n_out})"
 
@@ -634,6 +659,57 @@ class Sequential:
     def n_params(self):
         """int: number of parameters ``P``."""
         return self._params.size
+
+    def bind_params(self, buffer):
+        """Keep the parameters in ``buffer`` from now on (storage owned by a larger model).
+
+        The current values are copied into ``buffer``; then ``params`` *is* ``buffer`` and
+        every Linear's ``W`` / ``b`` is a view into it, so writing into ``buffer`` changes the
+        field on every backend. :class:`pyode.nn.Model` calls this with a slice of its own flat
+        parameter vector, so one vector holds the parameters of every block (an ODE block's
+        field among them) and one optimiser updates them all.
+
+        This is the one exception to "the ``params`` array never changes": call it before an
+        optimiser takes hold of ``params``. Copies are unaffected: ``copy.copy``,
+        ``copy.deepcopy``, pickle and :meth:`save` of a bound field give a field with an
+        array of its own holding the same values (a Model rebinds the copies of its fields to
+        its own new vector).
+
+        Parameters
+        ----------
+        buffer : ndarray, shape (P,)
+            Writable, C-contiguous, of dtype ``dtype`` (a contiguous slice of a larger 1-D
+            array qualifies).
+
+        Raises
+        ------
+        TypeError
+            ``buffer`` is not an ndarray.
+        ValueError
+            Wrong shape or dtype, not writable, or not contiguous (the message says which).
+        """
+        if not isinstance(buffer, np.ndarray):
+            raise TypeError(f"buffer must be a 1-D ndarray of shape {self._params.shape}; got "
+                            f"{type(buffer).__name__}")
+        if buffer.shape != self._params.shape:
+            raise ValueError(f"buffer must have the shape of params, {self._params.shape}; got "
+                             f"shape {buffer.shape}")
+        if buffer.dtype != self.dtype:
+            raise ValueError(f"buffer must have the field's dtype {self.dtype.name}; got "
+                             f"{buffer.dtype.name} (build the field with dtype="
+                             f"{buffer.dtype.name} or allocate the buffer in {self.dtype.name})")
+        if not buffer.flags.writeable or not buffer.flags.c_contiguous:
+            raise ValueError("buffer must be writable and C-contiguous (a slice buffer[a:b] of "
+                             "a 1-D array is; a strided view buffer[::2] is not)")
+        if buffer is self._params:
+            return
+        buffer[...] = self._params
+        offset = 0
+        for layer in self.layers:
+            if isinstance(layer, Linear):
+                layer._bind(buffer, offset)
+                offset += layer.n_params
+        self._params = buffer
 
     # -- copies and files ----------------------------------------------------------------------
 

@@ -23,8 +23,10 @@ after a ``load_state_dict`` equal those the saved optimiser would have taken, bi
 from __future__ import annotations
 
 import numbers
+from typing import Any, Mapping
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 __all__ = ["SGD", "Adam", "RMSprop", "Optimizer"]
 
@@ -54,7 +56,7 @@ class Optimizer:
     #: Names of the buffer attributes, each an ndarray of the shape and dtype of ``params``.
     _BUFFERS = ()
 
-    def __init__(self, params, lr):
+    def __init__(self, params: np.ndarray, lr: float) -> None:
         if not isinstance(params, np.ndarray):
             raise TypeError(
                 f"params must be a 1-D float ndarray updated in place (e.g. f.params); got "
@@ -86,7 +88,7 @@ class Optimizer:
             )
         return grad.astype(self.params.dtype, copy=False)
 
-    def step(self, grad):  # pragma: no cover - every subclass overrides
+    def step(self, grad: ArrayLike) -> None:  # pragma: no cover - every subclass overrides
         raise NotImplementedError
 
     # -- state ---------------------------------------------------------------------------------
@@ -98,7 +100,7 @@ class Optimizer:
         for name, value in values.items():
             setattr(self, name, value)
 
-    def state_dict(self):
+    def state_dict(self) -> dict[str, Any]:
         """A snapshot of the optimiser's state, for :meth:`load_state_dict` or a checkpoint.
 
         Returns
@@ -116,7 +118,7 @@ class Optimizer:
         state.update({name: getattr(self, name).copy() for name in self._BUFFERS})
         return state
 
-    def load_state_dict(self, state):
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Take over a state from :meth:`state_dict` (e.g. read from a checkpoint).
 
         Everything is checked before anything changes; then lr, n_steps and the
@@ -215,12 +217,12 @@ class SGD(Optimizer):
     _HYPER = {"momentum": {"low": 0.0, "high": 1.0}}
     _BUFFERS = ("velocity",)
 
-    def __init__(self, params, lr, momentum=0.0):
+    def __init__(self, params: np.ndarray, lr: float, momentum: float = 0.0) -> None:
         super().__init__(params, lr)
         self.momentum = _check_real(momentum, "momentum", low=0.0, high=1.0)
         self.velocity = np.zeros_like(params)
 
-    def step(self, grad):
+    def step(self, grad: ArrayLike) -> None:
         """Apply one update with ``grad`` (shape ``(P,)``); returns None."""
         g = self._check_grad(grad)
         self.velocity *= self.momentum
@@ -262,7 +264,8 @@ class Adam(Optimizer):
               "eps": {"low": 0.0, "low_open": True}}
     _BUFFERS = ("m", "v")
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
+    def __init__(self, params: np.ndarray, lr: float = 1e-3,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
         super().__init__(params, lr)
         try:
             beta1, beta2 = betas
@@ -282,7 +285,7 @@ class Adam(Optimizer):
         self.betas = (values["beta1"], values["beta2"])
         self.eps = values["eps"]
 
-    def step(self, grad):
+    def step(self, grad: ArrayLike) -> None:
         """Apply one update with ``grad`` (shape ``(P,)``); returns None."""
         g = self._check_grad(grad)
         beta1, beta2 = self.betas
@@ -327,13 +330,14 @@ class RMSprop(Optimizer):
     _HYPER = {"alpha": {"low": 0.0, "high": 1.0}, "eps": {"low": 0.0, "low_open": True}}
     _BUFFERS = ("square_avg",)
 
-    def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8):
+    def __init__(self, params: np.ndarray, lr: float = 1e-2, alpha: float = 0.99,
+                 eps: float = 1e-8) -> None:
         super().__init__(params, lr)
         self.alpha = _check_real(alpha, "alpha", low=0.0, high=1.0)
         self.eps = _check_real(eps, "eps", low=0.0, low_open=True)
         self.square_avg = np.zeros_like(params)
 
-    def step(self, grad):
+    def step(self, grad: ArrayLike) -> None:
         """Apply one update with ``grad`` (shape ``(P,)``); returns None."""
         g = self._check_grad(grad)
         self.square_avg *= self.alpha

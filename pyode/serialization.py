@@ -45,7 +45,7 @@ import json
 import os
 import tempfile
 import zipfile
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -349,7 +349,7 @@ def _build_model(name, meta, desc, arrays, prefix="model."):
     return f
 
 
-def save_model(path, f):
+def save_model(path: str | os.PathLike, f: nn.Sequential) -> None:
     """Write the field ``f`` to ``path`` (the function behind :meth:`Sequential.save`).
 
     Parameters
@@ -368,7 +368,7 @@ def save_model(path, f):
     _atomic_savez(path, arrays)
 
 
-def load_model(path):
+def load_model(path: str | os.PathLike) -> nn.Sequential:
     """Read a model file (the function behind :func:`pyode.nn.load`; documented there)."""
     meta, arrays = _read_archive(path, MODEL_FORMAT)
     return _build_model(os.fspath(path), meta, meta.get("model"), arrays)
@@ -514,7 +514,10 @@ def _restore_rng(name, state):
     return np.random.Generator(bit_generator)
 
 
-def save_checkpoint(path, *, model=None, optimizer=None, step=None, rng=None, extra=None):
+def save_checkpoint(path: str | os.PathLike, *, model: nn.Sequential | None = None,
+                    optimizer: Optimizer | Mapping[str, Optimizer] | None = None, step: int | None = None,
+                    rng: np.random.Generator | None = None,
+                    extra: Mapping[str, Any] | None = None) -> None:
     """Write a whole training state to ``path`` (an ``.npz``, no pickle), atomically.
 
     Parameters
@@ -590,7 +593,7 @@ def save_checkpoint(path, *, model=None, optimizer=None, step=None, rng=None, ex
     _atomic_savez(path, arrays)
 
 
-def load_checkpoint(path):
+def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     """Read a training state written by :func:`save_checkpoint`.
 
     Parameters

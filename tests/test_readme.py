@@ -30,3 +30,14 @@ def test_readme_time_dependent_field_matches_its_closed_form():
         exec(compile(block, str(README), "exec"), scope)
     assert scope["ys_forced"].shape == (7, 3, 2)
     np.testing.assert_allclose(scope["ys_forced"][-1], scope["exact"], rtol=1e-8)
+
+
+def test_readme_save_and_checkpoint_block_round_trips():
+    scope = {}
+    for block in _python_blocks():
+        exec(compile(block, str(README), "exec"), scope)
+    model, same, ck = scope["model"], scope["same"], scope["ck"]
+    y = np.array([[0.3, -1.2], [2.0, 0.5]])
+    np.testing.assert_array_equal(same(0.0, y), model(0.0, y))
+    assert ck.step == 100 and ck.optimizer["kind"] == "Adam"
+    assert ck.rng.random() == np.random.default_rng(0).random()
