@@ -1,8 +1,8 @@
 """Per-sample MLP forward and VJP shared by the CPU (``@njit``) and CUDA kernels.
 
-A built-in ``pyode.nn.Sequential`` is compiled (:func:`op_table`) to an int64 table ``ops`` of
-shape (n_ops, 4) — one row ``[kind, n_in, n_out, offset]`` per layer — and an array ``opf``
-(n_ops,) holding a layer's scalar parameter (ELU's α). The kernels interpret this table one
+A built-in ``pyode.nn.Sequential`` is compiled (``pyode.backends.program.op_table``) to an
+int64 table ``ops`` of shape (n_ops, 4) — one row ``[kind, n_in, n_out, offset]`` per layer —
+and an array ``opf`` (n_ops,) holding a layer's scalar parameter (ELU's α). The kernels interpret this table one
 sample at a time, so layer widths known only at run time need no recompilation.
 
 Activations ``acts`` (n_ops + 1, max_width): row k is the input of layer k, row n_ops the output.
@@ -16,49 +16,15 @@ arithmetic in float32.
 """
 import math
 
-import numpy as np
 from numba.core.extending import register_jitable
 
 LINEAR, TIME, IDENTITY, TANH, RELU, SOFTPLUS, SIGMOID, ELU, SIN, CUBE = range(10)
-_ACTIVATION_CODES = {"identity": IDENTITY, "tanh": TANH, "relu": RELU, "softplus": SOFTPLUS,
-                     "sigmoid": SIGMOID, "elu": ELU, "sin": SIN, "cube": CUBE}
+#: Op code of each activation, by the layer's ``name`` (``pyode.backends.program.op_table``).
+ACTIVATION_CODES = {"identity": IDENTITY, "tanh": TANH, "relu": RELU, "softplus": SOFTPLUS,
+                    "sigmoid": SIGMOID, "elu": ELU, "sin": SIN, "cube": CUBE}
 
 # Indices of the constants the MLP needs in ``cst`` (the full layout is in kernels.rk).
 C_ZERO, C_ONE, C_THREE = 0, 1, 2
-
-
-def op_table(f, dtype):
-    """Compile the layers of an ``nn.Sequential`` to ``(ops (n_ops, 4) int64, opf (n_ops,))``.
-
-    ``opf`` has the working ``dtype``.
-
-    Raises
-    ------
-    ValueError
-        If a layer has no kernel implementation (use ``backend="numpy"``).
-    """
-    from pyode import nn
-    rows, pars = [], []
-    width = f.n_in
-    for layer in f.layers:
-        if isinstance(layer, nn.Linear):
-            rows.append((LINEAR, layer.n_in, layer.n_out, layer.offset))
-            width = layer.n_out
-        elif isinstance(layer, nn.TimeInput):
-            rows.append((TIME, width, width + 1, 0))
-            width += 1
-        elif getattr(layer, "name", None) in _ACTIVATION_CODES:
-            rows.append((_ACTIVATION_CODES[layer.name], width, width, 0))
-        else:
-            raise ValueError(f"layer {layer!r} has no Numba kernel; build the field with "
-                             "backend='numpy' or pass backend='numpy' to odeint")
-        pars.append(float(getattr(layer, "alpha", 0.0)))
-    return np.array(rows, dtype=np.int64).reshape(-1, 4), np.array(pars, dtype=dtype)
-
-
-def max_width(ops):
-    """Widest layer input or output of the table (scratch row length)."""
-    return int(max(ops[:, 1].max(), ops[:, 2].max()))
 
 
 @register_jitable

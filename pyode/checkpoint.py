@@ -46,8 +46,8 @@ Kernel hook: a kernel module (``pyode.solvers.kernel_module``) may provide
 ``record.sample(b) -> SampleSteps`` and ``checkpoint_nn(f, ys, gs, t, tab, record, rtol, atol,
 opts, n_norm) -> (a, a_theta, dLdt, stats)`` (``n_norm``: leading components of [a, a_θ, a_t]
 in the error norm, None for all); ``odeint_adjoint`` uses them when present and runs this
-module's NumPy path otherwise. The Numba CPU kernels (``pyode.kernels.rk``, section
-"Checkpointed adjoint") provide them: the same steps, replays and counts as this module.
+module's NumPy path otherwise. The Numba CPU back end (``pyode.backends.numba_cpu``, over
+``pyode.kernels.rk``'s section "Checkpointed adjoint") provides them: the same steps, replays and counts as this module.
 
 References
 ----------

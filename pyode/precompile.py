@@ -1,12 +1,13 @@
 """Compile pyode's Numba CPU kernels ahead of time: ``python -m pyode.precompile``.
 
-Numba compiles each batch kernel of :mod:`pyode.kernels.rk` on its first call, once per dtype
-(10–30 s each on 2 cores, about 2¼ minutes for the set), and caches the machine code on disk
-(``cache=True``). This command makes those first calls now — before a training run, in a
-Docker build, on a cluster's login node — by running tiny solves through the public API:
-``odeint`` (``forward_batch``), ``odeint_adjoint`` with its ``vjp`` for the backsolve adjoint
-(``adjoint_batch``) and for ``adjoint_method="checkpoint"`` (``record_batch``,
-``checkpoint_batch``). Kernels already in the disk cache only load (well under a second).
+Numba compiles each batch kernel of :mod:`pyode.kernels.rk` (called through
+:mod:`pyode.backends.numba_cpu`) on its first call, once per dtype (10–30 s each on 2 cores,
+about 2¼ minutes for the set), and caches the machine code on disk (``cache=True``). This
+command makes those first calls now — before a training run, in a Docker build, on a cluster's
+login node — by running tiny solves through the public API: ``odeint`` (``forward_batch``),
+``odeint_adjoint`` with its ``vjp`` for the backsolve adjoint (``adjoint_batch``) and for
+``adjoint_method="checkpoint"`` (``record_batch``, ``checkpoint_batch``). Kernels already in the
+disk cache only load (well under a second).
 
 Progress shows as a tqdm bar on a terminal (extra ``progress``), as log lines otherwise; the
 last line, on stdout, sums up what was compiled and how long it took. The CUDA kernels are not
@@ -83,8 +84,8 @@ def precompile(dtypes: Sequence[str] = DTYPES, counter: Progress | None = None) 
     -------
     dict
         ``{"kernels": [FirstCall, ...], "seconds": float}``: one
-        :class:`pyode.kernels.rk.FirstCall` per kernel and dtype (its ``source`` says whether
-        it was compiled or loaded, ``seconds`` how long its first call took), and the total
+        :class:`pyode.backends.numba_cpu.FirstCall` per kernel and dtype (its ``source`` says
+        whether it was compiled or loaded, ``seconds`` how long its first call took), and the total
         wall time in s.
 
     Raises
@@ -97,7 +98,7 @@ def precompile(dtypes: Sequence[str] = DTYPES, counter: Progress | None = None) 
     """
     import numba
 
-    from .kernels import rk
+    from .backends import numba_cpu as rk
 
     bad = [d for d in dtypes if d not in DTYPES]
     if bad:
@@ -127,7 +128,7 @@ def _first_call(rk, kernel: str, dtype: str):
         if call.kernel == kernel and call.dtype == dtype:
             return call
     raise RuntimeError(f"the {dtype} solve meant to compile {kernel} did not call it: the "
-                       "solvers' dispatch to pyode.kernels.rk changed (update pyode/precompile.py)")
+                       "solvers' dispatch to pyode.backends.numba_cpu changed (update pyode/precompile.py)")
 
 
 def summary(result: dict) -> str:

@@ -28,23 +28,18 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from .errors import NonFiniteError, StepSizeUnderflowError, TooManyStepsError
+# The step-size controller's constants (HNW I, §II.4, eq. (4.13)), shared with the kernels.
+from .kernels.codes import (DEFAULT_MAX_NUM_STEPS, MAX_FACTOR, MIN_FACTOR,  # noqa: F401
+                            SAFETY, UNDERFLOW_ULPS)
 from .protocol import VectorField
 from .suggest import unknown_keywords_error
 from .tableaus import get_tableau
-
-# Step-size controller constants (HNW I, §II.4, eq. (4.13)); the same values as scipy's RK45.
-SAFETY = 0.9            # aim a little below the error target so the next step is accepted
-MIN_FACTOR = 0.2        # never shrink a step by more than 5x at once (error estimate unreliable)
-MAX_FACTOR = 10.0       # never grow a step by more than 10x at once
-DEFAULT_MAX_NUM_STEPS = 100_000   # attempted steps (accepted + rejected) per sample
-_UNDERFLOW_ULPS = 10    # a step below ~10 ulps of t cannot move t reliably: give up
-
 
 def min_step(t, dtype=np.float64):
     """Smallest usable step at time ``t``: 10·ε·|t| (plus the smallest normal number, so the
     bound stays positive at t = 0). ε is the machine epsilon of ``dtype``."""
     info = np.finfo(dtype)
-    return _UNDERFLOW_ULPS * (info.eps * np.abs(t) + info.tiny)
+    return UNDERFLOW_ULPS * (info.eps * np.abs(t) + info.tiny)
 
 
 @dataclass
@@ -737,9 +732,9 @@ BACKENDS = ("auto", "numpy", "numba", "cuda")
 def kernel_module(f, backend):
     """The kernel module that runs this call, or None for the NumPy path.
 
-    Built-in nn fields run on ``pyode.kernels.rk`` (Numba CPU) unless the field or the call
-    asks for ``backend="numpy"``; ``backend="cuda"`` runs them on ``pyode.kernels.cuda``. A
-    kernel module provides ``odeint_nn`` and ``adjoint_nn``.
+    Built-in nn fields run on ``pyode.backends.numba_cpu`` (the Numba CPU kernels) unless the
+    field or the call asks for ``backend="numpy"``; ``backend="cuda"`` runs them on
+    ``pyode.backends.cuda``. A back end provides ``odeint_nn`` and ``adjoint_nn``.
     """
     if backend == "cuda":
         from . import nn
@@ -747,12 +742,12 @@ def kernel_module(f, backend):
             raise ValueError("backend='cuda' runs built-in pyode.nn fields with a Linear layer; "
                              f"this field is a {type(f).__name__}: use backend='numpy' (or "
                              "'auto')")
-        from .kernels import cuda
+        from .backends import cuda
         cuda.check_device()
         return cuda
     if _use_kernels(f, backend):
-        from .kernels import rk
-        return rk
+        from .backends import numba_cpu
+        return numba_cpu
     return None
 
 

@@ -22,7 +22,7 @@ from hypothesis import given, settings, strategies as st
 from problems import FastSlow
 from pyode import AdjointReconstructionWarning, SolverError, nn, odeint_adjoint
 from pyode.checkpoint import checkpoint_pass
-from pyode.kernels import rk
+from pyode.backends import numba_cpu as rk
 from pyode.solvers import MAX_FACTOR, SAFETY, batch_field, check_options, integrate
 from pyode.tableaus import get_tableau
 from pyode.trajectory import StepRecorder

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from pyode import nn, odeint
-from pyode.kernels import rk
+from pyode.backends import numba_cpu as rk
 from pyode.precompile import KERNELS, main, summary
 
 REPO = pathlib.Path(__file__).resolve().parents[1]

@@ -147,12 +147,12 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     from numba import cuda
-    from pyode.kernels import cuda as kc
+    from pyode.backends import cuda as kc
     kc.check_device()
     dev = cuda.get_current_device()
     device = str(getattr(dev, "name", "numba-cuda simulator"))
     report = dict(device=device, python=platform.python_version(),
-                  threads_per_block=kc.THREADS_PER_BLOCK)
+                  threads_per_block=kc.device.THREADS_PER_BLOCK)
     report["agreement"] = agreement(args.agree_batch, args.seed)
     ok = all(r["ok"] for r in report["agreement"])
     report["agreement_ok"] = ok

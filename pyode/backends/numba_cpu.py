@@ -1,0 +1,398 @@
+"""The CPU back end: thin wrappers around the Numba batch kernels of ``kernels.rk``.
+
+Each wrapper converts and allocates (:class:`~pyode.backends.program.Packed`), calls one
+``@njit(parallel=True)`` batch kernel through :func:`call_with_compile_log`, and raises the
+``pyode.errors`` exception of the first failed sample (:func:`raise_failure`). The module also
+holds the checkpointed adjoint's hook (record, then replay) that ``pyode.checkpoint`` calls.
+"""
+import logging
+import os
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import NonFiniteError, StepSizeUnderflowError, TooManyStepsError
+from ..kernels.codes import NONFINITE, OK, UNDERFLOW
+from ..kernels.rk import adjoint_batch, checkpoint_batch, forward_batch, record_batch
+from ..trajectory import SampleSteps
+from .program import Packed
+
+# ---------------------------------------------------------------------------------------------
+# The compile log: the first call of a batch kernel in a process says whether Numba compiles it.
+# ---------------------------------------------------------------------------------------------
+
+LOG = logging.getLogger("pyode")
+
+#: Seconds a cold compile of each batch kernel takes for one dtype, as the log words it. Measured
+#: on a 2-core x86-64 machine (numba 0.68, empty NUMBA_CACHE_DIR), float64 and float32 alike:
+#: forward 13-15 s, adjoint 13-17 s, checkpoint 28-32 s; record 8-9 s after forward_batch (whose
+#: compiled routines it reuses) and 15 s as the first kernel of a process. The set: 133 s.
+COMPILE_SECONDS = {"forward_batch": "15", "adjoint_batch": "15", "record_batch": "10-15",
+                   "checkpoint_batch": "30"}
+
+#: The advice that ends the compile log's line (``python -m pyode.precompile`` blanks it).
+COMPILE_HINT = "; 'python -m pyode.precompile' compiles all kernels ahead of time"
+
+#: A first call slower than this (s) is logged at INFO with its duration, whatever the cache probe
+#: said; loading a kernel from the disk cache takes well under a second.
+SLOW_FIRST_CALL_S = 1.0
+
+# Where the machine code of a first call comes from (FirstCall.source), as the log words it.
+_SOURCES = {"compile": "compiled", "disk cache": "loaded from Numba's disk cache",
+            "process": "compiled earlier in this process", "unknown": "compiled or loaded",
+            "no JIT": "NUMBA_DISABLE_JIT=1: run as Python"}
+
+
+@dataclass
+class FirstCall:
+    """What the first call of a batch kernel in this process did (values of ``FIRST_CALLS``).
+
+    Attributes
+    ----------
+    kernel : str
+        The kernel's name (``forward_batch``, ...).
+    dtype : str
+        The working dtype, ``"float64"`` or ``"float32"``.
+    source : str
+        Where its machine code came from: ``"compile"`` (Numba compiled it), ``"disk cache"``,
+        ``"process"`` (compiled earlier in this process, outside ``call_with_compile_log``),
+        ``"unknown"`` (the cache probe failed) or ``"no JIT"`` (``NUMBA_DISABLE_JIT=1``).
+    seconds : float
+        Wall time of the first call: the compile or the cache load, and the run.
+    """
+
+    kernel: str
+    dtype: str
+    source: str
+    seconds: float
+
+
+#: (kernel, dtype) → FirstCall for every kernel called through ``call_with_compile_log``.
+FIRST_CALLS = {}
+
+
+def call_with_compile_log(kernel, dtype, *args):
+    """Call a batch kernel; its first call in the process, per dtype, logs any compile.
+
+    Numba compiles a kernel for each dtype on its first call (10–30 s each, ``COMPILE_SECONDS``)
+    unless its disk cache (``cache=True``) already holds it. Through the ``pyode`` logger, the
+    first call logs at INFO before it compiles (which kernel, about how long) and after it
+    returns if it took over ``SLOW_FIRST_CALL_S`` (how long it took); otherwise at DEBUG.
+    Later calls cost one dict lookup.
+
+    Parameters
+    ----------
+    kernel : numba dispatcher
+        One of the ``@njit`` batch kernels above (any dispatcher works; a plain Python function,
+        as under ``NUMBA_DISABLE_JIT=1``, is just called).
+    dtype : numpy.dtype
+        The working dtype of the call: Numba compiles one version per dtype.
+    *args
+        The kernel's arguments.
+
+    Returns
+    -------
+    The kernel's return value.
+    """
+    if (kernel, dtype) in FIRST_CALLS:
+        return kernel(*args)
+    return _first_call(kernel, dtype, args)
+
+
+def _first_call(kernel, dtype, args):
+    """``kernel(*args)`` as its first call in the process: log and time it (see above)."""
+    name = getattr(kernel, "__name__", repr(kernel))
+    dname = np.dtype(dtype).name
+    source = _code_source(kernel, args) if hasattr(kernel, "py_func") else "no JIT"
+    if source == "compile":
+        about = COMPILE_SECONDS.get(name)
+        LOG.info("compiling the Numba kernel %s for %s (first use%s; then cached on disk%s)",
+                 name, dname, f", about {about} s on 2 cores" if about else "", COMPILE_HINT)
+    else:
+        LOG.debug("first call of the Numba kernel %s for %s: %s", name, dname, _SOURCES[source])
+    start = time.perf_counter()
+    result = kernel(*args)
+    seconds = time.perf_counter() - start
+    FIRST_CALLS[kernel, dtype] = FirstCall(name, dname, source, seconds)
+    level = logging.INFO if seconds > SLOW_FIRST_CALL_S and source != "no JIT" else logging.DEBUG
+    LOG.log(level, "first call of the Numba kernel %s for %s took %.1f s (%s, run included)", name,
+            dname, seconds, _SOURCES[source])
+    return result
+
+
+def _code_source(kernel, args):
+    """Where Numba will take the machine code of ``kernel(*args)`` from (``FirstCall.source``).
+
+    Numba has no public API for this, so we ask its dispatcher what it is about to look up (as
+    ``Dispatcher.compile`` does in numba 0.68): the signature of these arguments among the
+    overloads compiled in this process, then that signature's key in the index of the disk
+    cache. On any surprise we fall back on whether the cache index file exists at all.
+    """
+    try:
+        sig = tuple(kernel.typeof_pyval(a) for a in args)
+        if sig in kernel.overloads:
+            return "process"
+        cache = kernel._cache
+        key = cache._index_key(sig, kernel.targetctx.codegen())
+        return "disk cache" if key in cache._cache_file._load_index() else "compile"
+    except Exception:                     # numba internals changed: the coarse probe below
+        pass
+    try:
+        return "unknown" if os.path.isfile(kernel._cache._cache_file._index_path) else "compile"
+    except Exception:
+        return "unknown"
+
+
+# ---------------------------------------------------------------------------------------------
+# Thin wrappers: convert, allocate, call, raise.
+# ---------------------------------------------------------------------------------------------
+
+def raise_failure(status, fail, stats, what="", max_num_steps=None):
+    """Raise the ``pyode.errors`` exception of the first failed sample, if any."""
+    bad = np.nonzero(status != OK)[0]
+    if bad.size == 0:
+        return
+    i = int(bad[0])
+    sample = None if status.shape[0] == 1 else i
+    t, dt, nfev = (float(x) for x in fail[i])
+    code = status[i]
+    if code == UNDERFLOW:
+        raise StepSizeUnderflowError(f"Step size underflow{what}", t, dt, nfev, sample)
+    if code == NONFINITE:
+        raise NonFiniteError(f"Non-finite state or derivative{what}", t, dt, nfev, sample)
+    raise TooManyStepsError(f"Reached max_num_steps={max_num_steps}{what}", t, dt, nfev, sample)
+
+
+def stats_dict(stats):
+    """(B, 3) int64 → dict of (B,) arrays nfev, n_accepted, n_rejected."""
+    return dict(nfev=stats[:, 0].copy(), n_accepted=stats[:, 1].copy(),
+                n_rejected=stats[:, 2].copy())
+
+
+def odeint_nn(f, yb, t_arr, tab, rtol, atol, opts, n_norm=None):
+    """Forward solve of an nn field on the CPU kernels; returns ys (T, B, D) and stats."""
+    B, D = yb.shape
+    y0 = np.ascontiguousarray(yb)
+    k = Packed(f, tab, rtol, atol, opts, D, n_norm, y0.dtype)
+    t_out = np.ascontiguousarray(t_arr, dtype=y0.dtype)
+    ys = np.empty((t_out.shape[0], B, D), dtype=y0.dtype)
+    stats = np.zeros((B, 3), dtype=np.int64)
+    status = np.zeros(B, dtype=np.int64)
+    fail = np.zeros((B, 3), dtype=y0.dtype)
+    call_with_compile_log(forward_batch, y0.dtype, k.ops, k.opf, k.theta, y0, t_out, k.tab,
+                          k.atol, ys, stats, status, fail, k.mw, k.cst)
+    raise_failure(status, fail, stats, max_num_steps=opts.get("max_num_steps"))
+    return ys, stats_dict(stats)
+
+
+def adjoint_nn(f, yb, gb, t_arr, tab, rtol, atol, opts, n_norm=None):
+    """Adjoint backward pass of an nn field on the CPU kernels (``adjoint.backward_pass``).
+
+    Returns (a (B, D), a_theta (B, P), dLdt (T,), stats, recon (B,)); ``n_norm`` limits the
+    backward error norm to the first n_norm components ([z, a] for the seminorm).
+    """
+    T, B, D = yb.shape
+    P = f.params.size
+    W = 2 * D + P + 1
+    ys = np.ascontiguousarray(yb)
+    gs = np.ascontiguousarray(gb, dtype=ys.dtype)
+    k = Packed(f, tab, rtol, atol, opts, W, n_norm, ys.dtype)
+    t_out = np.ascontiguousarray(t_arr, dtype=ys.dtype)
+    a = np.empty((B, D), dtype=ys.dtype)
+    a_theta = np.empty((B, P), dtype=ys.dtype)
+    gf = np.zeros((B, T), dtype=ys.dtype)
+    recon = np.zeros(B, dtype=ys.dtype)
+    stats = np.zeros((B, 3), dtype=np.int64)
+    status = np.zeros(B, dtype=np.int64)
+    fail = np.zeros((B, 3), dtype=ys.dtype)
+    call_with_compile_log(adjoint_batch, ys.dtype, k.ops, k.opf, k.theta, ys, gs, t_out, k.tab,
+                          k.atol, a, a_theta, gf, recon, stats, status, fail, k.mw, k.cst)
+    raise_failure(status, fail, stats, " in the adjoint (backward) solve",
+                  opts.get("max_num_steps"))
+    return a, a_theta, gf.sum(axis=0, dtype=np.float64), stats_dict(stats), recon
+
+
+# ---------------------------------------------------------------------------------------------
+# The checkpointed adjoint's hook (pyode.checkpoint): record, then replay.
+# ---------------------------------------------------------------------------------------------
+
+#: Accepted steps per sample that the first recording pass makes room for (adaptive methods;
+#: a fixed-step solve's count is known). Samples that take more are recorded again.
+RECORD_STEPS = 64
+
+#: Replay slots per sample: REPLAY_SLOTS_PER_STAGE · s + 2 (s stages). One attempted step of
+#: the adjoint reads y(t) at ≤ s stage times, so ≤ s segments; a rejected attempt leaves up to s
+#: more, further back, held until the solve passes them (measured: ≤ 6 on the test problems).
+#: With too few slots a segment is replayed again: the same gradient, more evaluations.
+REPLAY_SLOTS_PER_STAGE = 2
+
+
+class StepRecord:
+    """The accepted steps of a kernel forward solve, per sample, padded to one array.
+
+    What ``pyode.trajectory.StepRecorder(B, every)`` keeps for the NumPy path, in the layout
+    of the kernels (section "Checkpointed adjoint").
+
+    Attributes
+    ----------
+    steps : ndarray, shape (B, 3, N)
+        Start t, signed size h and end t_new (units of t) of every accepted step; N is the
+        largest step count of the batch, and row b holds ``n_steps[b]`` steps (padded with
+        zeros: (3 + D/every)·N floats a sample, where the NumPy recorder keeps its own count).
+    y : ndarray, shape (B, M, D)
+        The state at the start of steps 0, every, 2·every, … (M = ⌈N / every⌉).
+    n_steps : ndarray of int64, shape (B,)
+    every : int
+    """
+
+    def __init__(self, steps, y, n_steps, every):
+        self.steps, self.y, self.n_steps, self.every = steps, y, n_steps, int(every)
+
+    def sample(self, b):
+        """The :class:`pyode.trajectory.SampleSteps` of sample ``b``."""
+        n = int(self.n_steps[b])
+        t, h, t_new = (self.steps[b, r, :n].copy() for r in range(3))
+        m = -(-n // self.every)
+        return SampleSteps(t=t, h=h, t_new=t_new, y=self.y[b, :m].copy(), K=None,
+                           every=self.every)
+
+
+def checkpoint_forward_nn(f, yb, t_arr, tab, rtol, atol, opts, every):
+    """Forward solve of an nn field that records its accepted steps (``pyode.checkpoint``).
+
+    Design decision (the record's size): the step count of a sample is known only after its
+    solve. We record into room for ``RECORD_STEPS`` steps per sample (a fixed-step solve: its
+    exact count), keep solving past it without storing, and record the samples that overflowed
+    once more with room for all their steps. The alternative, a counting solve and then a
+    recording one, always solves twice; this solves once where the guess holds (training loops
+    repeat one problem) and at worst twice for the samples that need more.
+
+    Returns
+    -------
+    ys : ndarray, shape (T, B, D)
+    stats : dict of ndarray (B,)
+        nfev, n_accepted, n_rejected of the solve (as ``odeint_nn``).
+    record : StepRecord
+    """
+    B, D = yb.shape
+    y0 = np.ascontiguousarray(yb)
+    k = Packed(f, tab, rtol, atol, opts, D, None, y0.dtype)
+    t_out = np.ascontiguousarray(t_arr, dtype=y0.dtype)
+    room = _record_room(t_arr, tab, opts)
+    ys, stats, steps, y_ck = _record(k, y0, t_out, every, room, opts)
+    n_steps = stats[:, 1].copy()
+    N = int(n_steps.max())
+    over = np.nonzero(n_steps > room)[0]
+    if over.size:                # again, with room for every step of these samples
+        _, _, steps_o, y_ck_o = _record(k, y0[over], t_out, every, N, opts)
+        steps, y_ck = _resized(steps, N, 2), _resized(y_ck, -(-N // every), 1)
+        steps[over], y_ck[over] = steps_o, y_ck_o
+    elif N < room:
+        steps, y_ck = _resized(steps, N, 2), _resized(y_ck, -(-N // every), 1)
+    return ys, stats_dict(stats), StepRecord(steps, y_ck, n_steps, every)
+
+
+def _record_room(t_arr, tab, opts):
+    """Steps per sample the first recording pass stores (``checkpoint_forward_nn``)."""
+    if tab.adaptive:
+        return max(1, min(RECORD_STEPS, opts["max_num_steps"]))
+    # The step count of pyode.solvers.integrate_fixed; the kernel counts in its own dtype,
+    # so a float32 solve may take one more (then recorded again).
+    n = np.ceil(np.abs(np.diff(t_arr)) / opts["step_size"] * (1.0 - 1e-12))
+    return int(np.maximum(n, 1).sum())
+
+
+def _record(k, y0, t_out, every, room, opts):
+    """One recording solve of the rows of y0, with room for ``room`` steps each."""
+    B, D = y0.shape
+    dtype = y0.dtype
+    ys = np.empty((t_out.shape[0], B, D), dtype=dtype)
+    steps = np.zeros((B, 3, room), dtype=dtype)
+    y_ck = np.zeros((B, -(-room // every), D), dtype=dtype)
+    stats = np.zeros((B, 3), dtype=np.int64)
+    status = np.zeros(B, dtype=np.int64)
+    fail = np.zeros((B, 3), dtype=dtype)
+    call_with_compile_log(record_batch, dtype, k.ops, k.opf, k.theta, y0, t_out, k.tab, k.atol,
+                          ys, steps, y_ck, every, stats, status, fail, k.mw, k.cst)
+    raise_failure(status, fail, stats, max_num_steps=opts.get("max_num_steps"))
+    return ys, stats, steps, y_ck
+
+
+def _resized(x, n, axis):
+    """A contiguous copy of x with length n along ``axis``, cut or padded with zeros."""
+    shape = list(x.shape)
+    shape[axis] = n
+    out = np.zeros(shape, dtype=x.dtype)
+    keep = min(n, x.shape[axis])
+    index = tuple(slice(0, keep) if a == axis else slice(None) for a in range(x.ndim))
+    out[index] = x[index]
+    return out
+
+
+def checkpoint_nn(f, yb, gb, t_arr, tab, record, rtol, atol, opts, n_norm=None, n_slots=None):
+    """Backward pass of the checkpointed adjoint of an nn field on the CPU kernels.
+
+    ``pyode.checkpoint.checkpoint_pass`` for every sample: the same steps, replays and
+    evaluation counts (unless a sample needs more than ``n_slots`` replayed segments at once,
+    which then cost a replay more).
+
+    Parameters
+    ----------
+    yb, gb : ndarray, shape (T, B, D)
+        Forward outputs and dL/dy at the output times.
+    t_arr : ndarray, shape (T,)
+    tab : ButcherTableau
+    record : StepRecord
+        Of :func:`checkpoint_forward_nn`.
+    rtol, atol : float (atol may be an array (D + P + 1,))
+        Tolerances of the backward solve of [a, a_θ, a_t].
+    opts : dict
+        The method's options (``pyode.solvers.check_options``).
+    n_norm : int, optional
+        Leading components of [a, a_θ, a_t] in the error norm (D for the seminorm; all by
+        default).
+    n_slots : int, optional
+        Replayed segments a sample holds at once (``REPLAY_SLOTS_PER_STAGE`` · s + 2 by
+        default; never more than its segments). Scratch per sample: n_slots · L · (s + 2) · D
+        floats, L = min(every, N) the steps of a segment.
+
+    Returns
+    -------
+    a : ndarray (B, D)           dL/dy0 per sample
+    a_theta : ndarray (B, P)     dL/dθ per sample
+    dLdt : ndarray (T,)          dL/dt_i, summed over the samples
+    stats : dict of ndarray (B,) backward nfev (replays, adjoint and g·f evaluations),
+                                 n_accepted and n_rejected steps of the adjoint solve
+    """
+    T, B, D = yb.shape
+    P = f.params.size
+    W = D + P + 1
+    ys = np.ascontiguousarray(yb)
+    gs = np.ascontiguousarray(gb, dtype=ys.dtype)
+    k = Packed(f, tab, rtol, atol, opts, W, n_norm, ys.dtype)
+    t_out = np.ascontiguousarray(t_arr, dtype=ys.dtype)
+    every = record.every
+    n_segments = int(-(-record.n_steps.max() // every))
+    if n_slots is None:
+        n_slots = REPLAY_SLOTS_PER_STAGE * tab.n_stages + 2
+    n_slots = max(1, min(int(n_slots), n_segments))
+    meta = np.empty((B, 4), dtype=np.int64)
+    meta[:, 0] = record.n_steps
+    meta[:, 1] = every
+    meta[:, 2] = tab.fsal
+    meta[:, 3] = tab.P is not None
+    steps = np.ascontiguousarray(record.steps, dtype=ys.dtype)
+    y_ck = np.ascontiguousarray(record.y, dtype=ys.dtype)
+    a = np.empty((B, D), dtype=ys.dtype)
+    a_theta = np.empty((B, P), dtype=ys.dtype)
+    gf = np.zeros((B, T), dtype=ys.dtype)
+    stats = np.zeros((B, 3), dtype=np.int64)
+    status = np.zeros(B, dtype=np.int64)
+    fail = np.zeros((B, 3), dtype=ys.dtype)
+    call_with_compile_log(checkpoint_batch, ys.dtype, k.ops, k.opf, k.theta, ys, gs, t_out,
+                          k.tab, k.atol, steps, y_ck, meta, n_slots, a, a_theta, gf, stats,
+                          status, fail, k.mw, k.cst)
+    raise_failure(status, fail, stats, " in the checkpointed adjoint (backward) solve",
+                  max_num_steps=opts.get("max_num_steps"))
+    return a, a_theta, gf.sum(axis=0, dtype=np.float64), stats_dict(stats)

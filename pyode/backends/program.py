@@ -1,0 +1,71 @@
+"""What a kernel call needs, built from a field and a problem: the op table and the packed data.
+
+An nn field (:class:`pyode.nn.Sequential`) becomes an op table that ``kernels.mlp`` interprets
+one sample at a time (:func:`op_table`); the tableau, the tolerances and the controller's
+numbers become the typed arrays of ``kernels.rk`` (:class:`Packed`).
+"""
+import numpy as np
+
+from .. import nn
+from ..kernels.mlp import ACTIVATION_CODES, LINEAR, TIME
+from ..kernels.rk import constants, pack_tableau
+
+
+def op_table(f, dtype):
+    """Compile the layers of an ``nn.Sequential`` to ``(ops (n_ops, 4) int64, opf (n_ops,))``.
+
+    One row ``[kind, n_in, n_out, offset]`` per layer (``kernels.mlp``); ``opf`` holds a
+    layer's scalar parameter (ELU's α) in the working ``dtype``.
+
+    Raises
+    ------
+    ValueError
+        If a layer has no kernel implementation (use ``backend="numpy"``).
+    """
+    rows, pars = [], []
+    width = f.n_in
+    for layer in f.layers:
+        if isinstance(layer, nn.Linear):
+            rows.append((LINEAR, layer.n_in, layer.n_out, layer.offset))
+            width = layer.n_out
+        elif isinstance(layer, nn.TimeInput):
+            rows.append((TIME, width, width + 1, 0))
+            width += 1
+        elif getattr(layer, "name", None) in ACTIVATION_CODES:
+            rows.append((ACTIVATION_CODES[layer.name], width, width, 0))
+        else:
+            raise ValueError(f"layer {layer!r} has no Numba kernel; build the field with "
+                             "backend='numpy' or pass backend='numpy' to odeint")
+        pars.append(float(getattr(layer, "alpha", 0.0)))
+    return np.array(rows, dtype=np.int64).reshape(-1, 4), np.array(pars, dtype=dtype)
+
+
+def max_width(ops):
+    """Widest layer input or output of the table (scratch row length)."""
+    return int(max(ops[:, 1].max(), ops[:, 2].max()))
+
+
+class Packed:
+    """Everything a kernel needs for one call, converted to the working dtype.
+
+    Attributes
+    ----------
+    ops, opf : the op table of :func:`op_table`
+    theta : ndarray, shape (P,)
+        ``f.params`` in the working dtype.
+    tab : ndarray, shape (s, s + 7)
+        The tableau packed by ``kernels.rk.pack_tableau``.
+    cst : ndarray
+        The constants of ``kernels.rk.constants``.
+    atol : ndarray, shape (W,)
+    mw : int
+        Scratch row length (:func:`max_width`).
+    """
+
+    def __init__(self, f, tab, rtol, atol, opts, W, n_norm, dtype):
+        self.ops, self.opf = op_table(f, dtype)
+        self.theta = np.ascontiguousarray(f.params, dtype=dtype)
+        self.tab = pack_tableau(tab, dtype)
+        self.cst = constants(dtype, tab, rtol, opts, n_norm or W)
+        self.atol = np.ascontiguousarray(np.broadcast_to(atol, (W,)), dtype=dtype)
+        self.mw = max_width(self.ops)
