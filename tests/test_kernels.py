@@ -196,3 +196,24 @@ def test_numba_backend_rejects_user_fields():
 
     with pytest.raises(ValueError, match="backend='numba'"):
         odeint(Decay(), np.ones(2), [0.0, 1.0], backend="numba")
+
+
+def test_single_sample_runs_on_one_thread_and_restores_the_thread_count():
+    # A batch of one runs its parallel kernel on one thread (pyode.backends.numba_cpu
+    # .run_kernel); the result must not change and the caller's thread count must come back,
+    # also when the solve fails.
+    import numba
+    f = nn.MLP([2, 8, 2], seed=3)
+    y0 = np.array([[0.4, -1.1], [2.0, 0.3]])
+    t = np.linspace(0.0, 1.0, 5)
+    threads = numba.get_num_threads()
+    ys_batch, vjp_batch = odeint_adjoint(f, y0, t)
+    ys_one, vjp_one = odeint_adjoint(f, y0[1:], t)
+    assert numba.get_num_threads() == threads
+    np.testing.assert_array_equal(ys_one[:, 0], ys_batch[:, 1])
+    g = np.ones_like(ys_batch)
+    np.testing.assert_array_equal(vjp_one(g[:, 1:]).y0[0], vjp_batch(g).y0[1])
+    assert numba.get_num_threads() == threads
+    with pytest.raises(SolverError):
+        odeint(f, y0[:1], t, options={"max_num_steps": 1})
+    assert numba.get_num_threads() == threads

@@ -10,6 +10,7 @@ import os
 import time
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
 from ..errors import NonFiniteError, StepSizeUnderflowError, TooManyStepsError
@@ -148,6 +149,25 @@ def _code_source(kernel, args):
 # Thin wrappers: convert, allocate, call, raise.
 # ---------------------------------------------------------------------------------------------
 
+def run_kernel(kernel, dtype, batch, *args):
+    """Call a batch kernel on ``batch`` samples: in parallel, or on one thread for one sample.
+
+    A ``prange`` over a single sample cannot use a second thread, but the parallel launch
+    still wakes the pool and waits for it: measured on a 2-core machine with another process
+    busy, ``odeint`` of one sample (MLP 2-4-2, t = [0, 1e-6]) took 200–580 µs on two threads
+    and 80–105 µs on one. Numba's thread count is per calling thread, so setting it here and
+    restoring it after cannot disturb other Python threads.
+    """
+    if batch > 1:
+        return call_with_compile_log(kernel, dtype, *args)
+    threads = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        return call_with_compile_log(kernel, dtype, *args)
+    finally:
+        numba.set_num_threads(threads)
+
+
 def raise_failure(status, fail, stats, what="", max_num_steps=None):
     """Raise the ``pyode.errors`` exception of the first failed sample, if any."""
     bad = np.nonzero(status != OK)[0]
@@ -180,7 +200,7 @@ def odeint_nn(f, yb, t_arr, tab, rtol, atol, opts, n_norm=None):
     stats = np.zeros((B, 3), dtype=np.int64)
     status = np.zeros(B, dtype=np.int64)
     fail = np.zeros((B, 3), dtype=y0.dtype)
-    call_with_compile_log(forward_batch, y0.dtype, k.ops, k.opf, k.theta, y0, t_out, k.tab,
+    run_kernel(forward_batch, y0.dtype, B, k.ops, k.opf, k.theta, y0, t_out, k.tab,
                           k.atol, ys, stats, status, fail, k.mw, k.cst)
     raise_failure(status, fail, stats, max_num_steps=opts.get("max_num_steps"))
     return ys, stats_dict(stats)
@@ -206,7 +226,7 @@ def adjoint_nn(f, yb, gb, t_arr, tab, rtol, atol, opts, n_norm=None):
     stats = np.zeros((B, 3), dtype=np.int64)
     status = np.zeros(B, dtype=np.int64)
     fail = np.zeros((B, 3), dtype=ys.dtype)
-    call_with_compile_log(adjoint_batch, ys.dtype, k.ops, k.opf, k.theta, ys, gs, t_out, k.tab,
+    run_kernel(adjoint_batch, ys.dtype, B, k.ops, k.opf, k.theta, ys, gs, t_out, k.tab,
                           k.atol, a, a_theta, gf, recon, stats, status, fail, k.mw, k.cst)
     raise_failure(status, fail, stats, " in the adjoint (backward) solve",
                   opts.get("max_num_steps"))
@@ -313,7 +333,7 @@ def _record(k, y0, t_out, every, room, opts):
     stats = np.zeros((B, 3), dtype=np.int64)
     status = np.zeros(B, dtype=np.int64)
     fail = np.zeros((B, 3), dtype=dtype)
-    call_with_compile_log(record_batch, dtype, k.ops, k.opf, k.theta, y0, t_out, k.tab, k.atol,
+    run_kernel(record_batch, dtype, B, k.ops, k.opf, k.theta, y0, t_out, k.tab, k.atol,
                           ys, steps, y_ck, every, stats, status, fail, k.mw, k.cst)
     raise_failure(status, fail, stats, max_num_steps=opts.get("max_num_steps"))
     return ys, stats, steps, y_ck
@@ -390,7 +410,7 @@ def checkpoint_nn(f, yb, gb, t_arr, tab, record, rtol, atol, opts, n_norm=None, 
     stats = np.zeros((B, 3), dtype=np.int64)
     status = np.zeros(B, dtype=np.int64)
     fail = np.zeros((B, 3), dtype=ys.dtype)
-    call_with_compile_log(checkpoint_batch, ys.dtype, k.ops, k.opf, k.theta, ys, gs, t_out,
+    run_kernel(checkpoint_batch, ys.dtype, B, k.ops, k.opf, k.theta, ys, gs, t_out,
                           k.tab, k.atol, steps, y_ck, meta, n_slots, a, a_theta, gf, stats,
                           status, fail, k.mw, k.cst)
     raise_failure(status, fail, stats, " in the checkpointed adjoint (backward) solve",
