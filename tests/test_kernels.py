@@ -217,3 +217,25 @@ def test_single_sample_runs_on_one_thread_and_restores_the_thread_count():
     with pytest.raises(SolverError):
         odeint(f, y0[:1], t, options={"max_num_steps": 1})
     assert numba.get_num_threads() == threads
+
+
+def test_built_kernel_data_is_reused_but_sees_params_tolerances_and_alpha():
+    # pyode.backends.program.packed caches everything but the parameters; each change below
+    # must reach the kernels (compared with a field built fresh, which cannot hit the cache).
+    import copy
+    f = nn.Sequential(nn.Linear(2, 8), nn.ELU(0.5), nn.Linear(8, 2), seed=4)
+    y0 = np.array([[0.7, -0.2], [1.5, 0.9]])
+    t = np.linspace(0.0, 2.0, 4)
+
+    def fresh(rtol=1e-7):
+        return odeint(copy.deepcopy(f), y0, t, rtol=rtol)
+
+    np.testing.assert_array_equal(odeint(f, y0, t), fresh())
+    f.params[:] = f.params * 1.5                       # in place, as an optimiser does
+    np.testing.assert_array_equal(odeint(f, y0, t), fresh())
+    np.testing.assert_array_equal(odeint(f, y0, t, rtol=1e-4), fresh(rtol=1e-4))
+    before = odeint(f, y0, t)
+    f.layers[1].alpha = 2.0                            # a layer's scalar parameter
+    after = odeint(f, y0, t)
+    np.testing.assert_array_equal(after, fresh())
+    assert not np.allclose(after, before)              # the change did reach the kernels

@@ -11,7 +11,7 @@ from ..kernels import cuda as device     # the kernels (read THREADS_PER_BLOCK a
 from ..kernels.cuda import adjoint_kernel, cuda, forward_kernel
 from ..solvers import is_device_array
 from .numba_cpu import raise_failure, stats_dict
-from .program import Packed
+from .program import packed
 
 
 def check_device():
@@ -60,7 +60,7 @@ def odeint_nn(f, yb, t_arr, tab, rtol, atol, opts, n_norm=None, on_device=False)
     check_device()
     B, D = yb.shape
     dtype = yb.dtype
-    k = Packed(f, tab, rtol, atol, opts, D, n_norm, dtype)
+    k = packed(f, tab, rtol, atol, opts, D, n_norm, dtype)
     T = t_arr.shape[0]
     s = k.tab.shape[0]
     d_y0 = _to_device(yb, dtype, "y0")
@@ -90,7 +90,7 @@ def adjoint_nn(f, yb, gb, t_arr, tab, rtol, atol, opts, n_norm=None, on_device=F
     dtype = yb.dtype
     P = f.params.size
     W = 2 * D + P + 1
-    k = Packed(f, tab, rtol, atol, opts, W, n_norm, dtype)
+    k = packed(f, tab, rtol, atol, opts, W, n_norm, dtype)
     s = k.tab.shape[0]
     d_a = cuda.device_array((B, D), dtype=dtype)
     d_g_theta = cuda.to_device(np.zeros(P, dtype=dtype))

@@ -17,7 +17,7 @@ from ..errors import NonFiniteError, StepSizeUnderflowError, TooManyStepsError
 from ..kernels.codes import NONFINITE, OK, UNDERFLOW
 from ..kernels.rk import adjoint_batch, checkpoint_batch, forward_batch, record_batch
 from ..trajectory import SampleSteps
-from .program import Packed
+from .program import packed
 
 # ---------------------------------------------------------------------------------------------
 # The compile log: the first call of a batch kernel in a process says whether Numba compiles it.
@@ -194,7 +194,7 @@ def odeint_nn(f, yb, t_arr, tab, rtol, atol, opts, n_norm=None):
     """Forward solve of an nn field on the CPU kernels; returns ys (T, B, D) and stats."""
     B, D = yb.shape
     y0 = np.ascontiguousarray(yb)
-    k = Packed(f, tab, rtol, atol, opts, D, n_norm, y0.dtype)
+    k = packed(f, tab, rtol, atol, opts, D, n_norm, y0.dtype)
     t_out = np.ascontiguousarray(t_arr, dtype=y0.dtype)
     ys = np.empty((t_out.shape[0], B, D), dtype=y0.dtype)
     stats = np.zeros((B, 3), dtype=np.int64)
@@ -217,7 +217,7 @@ def adjoint_nn(f, yb, gb, t_arr, tab, rtol, atol, opts, n_norm=None):
     W = 2 * D + P + 1
     ys = np.ascontiguousarray(yb)
     gs = np.ascontiguousarray(gb, dtype=ys.dtype)
-    k = Packed(f, tab, rtol, atol, opts, W, n_norm, ys.dtype)
+    k = packed(f, tab, rtol, atol, opts, W, n_norm, ys.dtype)
     t_out = np.ascontiguousarray(t_arr, dtype=ys.dtype)
     a = np.empty((B, D), dtype=ys.dtype)
     a_theta = np.empty((B, P), dtype=ys.dtype)
@@ -297,7 +297,7 @@ def checkpoint_forward_nn(f, yb, t_arr, tab, rtol, atol, opts, every):
     """
     B, D = yb.shape
     y0 = np.ascontiguousarray(yb)
-    k = Packed(f, tab, rtol, atol, opts, D, None, y0.dtype)
+    k = packed(f, tab, rtol, atol, opts, D, None, y0.dtype)
     t_out = np.ascontiguousarray(t_arr, dtype=y0.dtype)
     room = _record_room(t_arr, tab, opts)
     ys, stats, steps, y_ck = _record(k, y0, t_out, every, room, opts)
@@ -390,7 +390,7 @@ def checkpoint_nn(f, yb, gb, t_arr, tab, record, rtol, atol, opts, n_norm=None, 
     W = D + P + 1
     ys = np.ascontiguousarray(yb)
     gs = np.ascontiguousarray(gb, dtype=ys.dtype)
-    k = Packed(f, tab, rtol, atol, opts, W, n_norm, ys.dtype)
+    k = packed(f, tab, rtol, atol, opts, W, n_norm, ys.dtype)
     t_out = np.ascontiguousarray(t_arr, dtype=ys.dtype)
     every = record.every
     n_segments = int(-(-record.n_steps.max() // every))

@@ -2,8 +2,13 @@
 
 An nn field (:class:`pyode.nn.Sequential`) becomes an op table that ``kernels.mlp`` interprets
 one sample at a time (:func:`op_table`); the tableau, the tolerances and the controller's
-numbers become the typed arrays of ``kernels.rk`` (:class:`Packed`).
+numbers become the typed arrays of ``kernels.rk`` (:class:`Packed`). Everything but the
+parameters depends only on the field's layers, the method, the dtype, the tolerances and the
+options, so :func:`packed` builds it once per combination and reuses it; the parameters are
+read from ``f.params`` on every call, so a training step's update is seen without a rebuild.
 """
+import weakref
+
 import numpy as np
 
 from .. import nn
@@ -69,3 +74,43 @@ class Packed:
         self.cst = constants(dtype, tab, rtol, opts, n_norm or W)
         self.atol = np.ascontiguousarray(np.broadcast_to(atol, (W,)), dtype=dtype)
         self.mw = max_width(self.ops)
+
+
+#: Built Packed objects per field (weak: a field's entries go with it), keyed by
+#: :func:`_key`. A field holds at most ``_MAX_ENTRIES`` (oldest dropped first).
+_CACHE = weakref.WeakKeyDictionary()
+_MAX_ENTRIES = 16
+
+
+def _key(f, tab, rtol, atol, opts, W, n_norm, dtype):
+    """What a Packed depends on besides the parameters.
+
+    ``tab`` by identity (the entry holds it, so its id cannot be reused while cached); the
+    layer tuple by identity plus each layer's scalar parameter (ELU's α), which ``op_table``
+    copies into ``opf``.
+    """
+    atol_key = float(atol) if np.ndim(atol) == 0 else tuple(np.ravel(atol).tolist())
+    alphas = tuple(getattr(layer, "alpha", 0.0) for layer in f.layers)
+    return (id(tab), id(f.layers), alphas, float(rtol), atol_key,
+            tuple(sorted(opts.items())), W, n_norm, np.dtype(dtype).str)
+
+
+def packed(f, tab, rtol, atol, opts, W, n_norm, dtype):
+    """A :class:`Packed` for this call: the cached arrays, with ``theta`` read from ``f.params``.
+
+    Arguments as :class:`Packed`. The returned object is the caller's own (its ``theta`` is
+    this call's); the arrays it shares with the cache are never written by the kernels.
+    """
+    key = _key(f, tab, rtol, atol, opts, W, n_norm, dtype)
+    entries = _CACHE.get(f)
+    if entries is None:
+        entries = _CACHE[f] = {}
+    hit = entries.get(key)
+    if hit is None:
+        if len(entries) >= _MAX_ENTRIES:
+            entries.pop(next(iter(entries)))
+        hit = entries[key] = (Packed(f, tab, rtol, atol, opts, W, n_norm, dtype), tab, f.layers)
+    k = object.__new__(Packed)
+    k.__dict__.update(hit[0].__dict__)
+    k.theta = np.ascontiguousarray(f.params, dtype=dtype)
+    return k
