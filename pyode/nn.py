@@ -68,6 +68,15 @@ __all__ = [
     "TimeInput",
     "get_activation",
     "load",
+    # models (pyode/models.py, re-exported at the end of this module)
+    "Block",
+    "Flatten",
+    "ForwardInfo",
+    "Model",
+    "ModelGradients",
+    "ODEBlock",
+    "ResidualBlock",
+    "ZeroPad",
 ]
 
 #: Integrator back ends a field may ask for; the solver reads ``f.backend``. ``"numba"`` runs
@@ -1189,3 +1198,12 @@ def _trace_widths(layers):
                 )
             width = layer.n_out
     return n_in, width
+
+
+# ---------------------------------------------------------------------------------------------
+# Models built from these layers and ODE blocks (pyode/models.py), under the names nn.Model,
+# nn.ODEBlock, ... . Imported last: models.py uses the layers above.
+# ---------------------------------------------------------------------------------------------
+
+from .models import (Block, Flatten, ForwardInfo, Model, ModelGradients, ODEBlock,  # noqa: E402
+                     ResidualBlock, ZeroPad)
