@@ -872,18 +872,21 @@ class Model:
 
     def __setstate__(self, state):
         self.__dict__.update(state)
-        values = np.array(state["_params"], dtype=self.dtype, copy=True)
+        # The restored params array itself when possible: an optimiser copied or pickled with
+        # the model holds that same new array and keeps updating it (nn.Sequential does so).
+        values = nn._adopted(state["_params"], self.dtype)
+        saved = values.copy()
         self._blocks = tuple(_as_block(b, f"blocks[{i}]") for i, b in enumerate(self.blocks))
         self._block_offsets, n_total = _offsets(self._blocks)
         if n_total != values.size:
             raise ValueError(f"cannot restore Model: its blocks need {n_total} parameters but "
                              f"the stored params has {values.size}; the pickle is damaged")
-        self._params = np.empty(n_total, dtype=self.dtype)
+        self._params = values
         for block in _all_blocks(self._blocks):
             if isinstance(block, ODEBlock):
                 block._bound = False
         self._bind_all()
-        self._params[...] = values
+        self._params[...] = saved
 
     def __copy__(self):
         # A shallow copy would share the blocks, whose views then point into one vector only:

@@ -733,14 +733,24 @@ class Sequential:
                                 for layer in self.layers)
         return state
 
-    def __setstate__(self, state):
-        """Rebuild from :meth:`__getstate__`: a fresh ``params`` and Linears bound to it.
+    def __copy__(self):
+        """``copy.copy(f)``: an independent field, as :func:`copy.deepcopy` (class Notes)."""
+        import copy
+        return copy.deepcopy(self)
 
-        Also reads pickles written before copies rebound their layers (their Linears carried
-        stale ``W`` / ``b`` arrays; the values come from ``params``, which held the same).
+    def __setstate__(self, state):
+        """Rebuild from :meth:`__getstate__`: Linears bound to the restored ``params``.
+
+        ``copy.deepcopy`` and pickle hand over a new ``params`` array, and *the same* new array
+        to everything copied with the field — an optimiser pickled or deep-copied together
+        with it (``pickle.dumps((f, opt))``) still updates the copy's parameters. It is adopted
+        as it is when it can be (1-D, C-contiguous, writable, of the field's dtype), otherwise
+        copied. Also reads pickles written before copies rebound their layers (their Linears
+        carried stale ``W`` / ``b`` arrays; the values come from ``params``, which held the
+        same).
         """
         self.__dict__.update(state)
-        params = np.array(state["_params"], dtype=self.dtype, copy=True)
+        params = _adopted(state["_params"], self.dtype)
         layers, offset = [], 0
         for layer in state["layers"]:
             if isinstance(layer, Linear):
@@ -1109,6 +1119,14 @@ def load(path):
 # ---------------------------------------------------------------------------------------------
 # Validation helpers
 # ---------------------------------------------------------------------------------------------
+
+
+def _adopted(array, dtype):
+    """``array`` itself if a field can keep its parameters in it, else a copy that can."""
+    if (isinstance(array, np.ndarray) and array.ndim == 1 and array.dtype == dtype
+            and array.flags.c_contiguous and array.flags.writeable):
+        return array
+    return np.array(array, dtype=dtype, copy=True).reshape(-1)
 
 
 def _is_int(value):
