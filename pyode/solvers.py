@@ -742,6 +742,10 @@ def kernel_module(f, backend):
             raise ValueError("backend='cuda' runs built-in pyode.nn fields with a Linear layer; "
                              f"this field is a {type(f).__name__}: use backend='numpy' (or "
                              "'auto')")
+        from .backends.program import kernel_reason
+        reason = kernel_reason(f)
+        if reason is not None:
+            raise ValueError(f"backend='cuda': {reason}; use backend='numpy' (or 'auto')")
         from .backends import cuda
         cuda.check_device()
         return cuda
@@ -770,7 +774,16 @@ def _use_kernels(f, backend):
             raise ValueError("this nn field has no Linear layer, so its width is set by y; the "
                              "kernels need fixed widths: use backend='numpy' (or 'auto')")
         return False
-    return backend == "numba" or getattr(f, "backend", "numba") == "numba"
+    if backend == "auto" and getattr(f, "backend", "numba") != "numba":
+        return False
+    from .backends.program import kernel_reason
+    reason = kernel_reason(f)
+    if reason is None:
+        return True
+    if backend == "numba":
+        raise ValueError(f"backend='numba': {reason}; use backend='numpy' (or 'auto', which "
+                         "runs such fields on the NumPy path)")
+    return False                  # "auto": a user subclass runs on the NumPy path
 
 
 #: What ``odeint`` integrates: a :class:`pyode.VectorField`, or for ``odeint`` alone any

@@ -239,3 +239,29 @@ def test_built_kernel_data_is_reused_but_sees_params_tolerances_and_alpha():
     after = odeint(f, y0, t)
     np.testing.assert_array_equal(after, fresh())
     assert not np.allclose(after, before)              # the change did reach the kernels
+
+
+def test_subclassed_layers_and_fields_never_run_as_the_builtin_formula():
+    # A subclass may compute another function; the kernels would silently run the base
+    # class's formula. "auto" must run it on the NumPy path, "numba" must refuse.
+    class ScaledTanh(nn.Tanh):
+        def forward(self, x, t=None):
+            return 2.0 * np.tanh(x)
+
+        def derivative(self, x):
+            return 2.0 * (1.0 - np.tanh(x) ** 2)
+
+    class Damped(nn.MLP):
+        def __call__(self, t, y):
+            return super().__call__(t, y) - 0.5 * y
+
+    y0 = np.array([[0.4, -0.8]])
+    t = np.linspace(0.0, 1.0, 3)
+    for f in (nn.Sequential(nn.Linear(2, 8), ScaledTanh(), nn.Linear(8, 2), seed=1),
+              Damped([2, 8, 2], seed=1)):
+        np.testing.assert_array_equal(odeint(f, y0, t), odeint(f, y0, t, backend="numpy"))
+        with pytest.raises(ValueError, match="subclass"):
+            odeint(f, y0, t, backend="numba")
+    plain = nn.Sequential(nn.Linear(2, 8), nn.Tanh(), nn.Linear(8, 2), seed=1)
+    scaled = nn.Sequential(nn.Linear(2, 8), ScaledTanh(), nn.Linear(8, 2), seed=1)
+    assert not np.allclose(odeint(plain, y0, t), odeint(scaled, y0, t))

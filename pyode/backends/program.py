@@ -16,6 +16,28 @@ from ..kernels.mlp import ACTIVATION_CODES, LINEAR, TIME
 from ..kernels.rk import constants, pack_tableau
 
 
+def kernel_reason(f):
+    """Why the kernels cannot run the field ``f``, or None when they can.
+
+    They run pyode's own :class:`~pyode.nn.Sequential` / :class:`~pyode.nn.MLP` with pyode's
+    own layer classes — exact classes, not subclasses, which may compute another function
+    (the kernels would replace it by the built-in formula without a word).
+    """
+    if type(f) not in (nn.Sequential, nn.MLP):
+        return (f"this field is a {type(f).__name__}, and the kernels run pyode.nn.Sequential "
+                "and pyode.nn.MLP themselves, not subclasses or other fields")
+    for i, layer in enumerate(f.layers):
+        kind = type(layer)
+        if kind in (nn.Linear, nn.TimeInput):
+            continue
+        if nn.ACTIVATIONS.get(getattr(layer, "name", None)) is kind:
+            continue
+        return (f"layers[{i}] is {layer!r} ({kind.__module__}.{kind.__qualname__}), which "
+                "the kernels do not implement (they run pyode's own layer classes, not "
+                "subclasses)")
+    return None
+
+
 def op_table(f, dtype):
     """Compile the layers of an ``nn.Sequential`` to ``(ops (n_ops, 4) int64, opf (n_ops,))``.
 
@@ -27,6 +49,10 @@ def op_table(f, dtype):
     ValueError
         If a layer has no kernel implementation (use ``backend="numpy"``).
     """
+    reason = kernel_reason(f)
+    if reason is not None:
+        raise ValueError(f"{reason}; build the field with backend='numpy' or pass "
+                         "backend='numpy' to odeint")
     rows, pars = [], []
     width = f.n_in
     for layer in f.layers:
@@ -36,11 +62,8 @@ def op_table(f, dtype):
         elif isinstance(layer, nn.TimeInput):
             rows.append((TIME, width, width + 1, 0))
             width += 1
-        elif getattr(layer, "name", None) in ACTIVATION_CODES:
-            rows.append((ACTIVATION_CODES[layer.name], width, width, 0))
         else:
-            raise ValueError(f"layer {layer!r} has no Numba kernel; build the field with "
-                             "backend='numpy' or pass backend='numpy' to odeint")
+            rows.append((ACTIVATION_CODES[layer.name], width, width, 0))
         pars.append(float(getattr(layer, "alpha", 0.0)))
     return np.array(rows, dtype=np.int64).reshape(-1, 4), np.array(pars, dtype=dtype)
 
