@@ -4,9 +4,21 @@ Every test runs with NumPy's floating-point errors raised (division by zero, ove
 invalid operations): the library must not produce them silently. Code that handles them on
 purpose (the solver's trial steps, which detect non-finite values themselves) says so locally
 with ``np.errstate``.
+
+Hypothesis: on CI (``CI`` set, as the CI runner does) every run draws the same examples
+(``derandomize``), so a submission's run cannot fail on an example drawn by chance that the
+developer never saw; local runs keep drawing new examples, and the failures they find are
+replayed from ``.hypothesis/`` and turned into explicit regression tests.
 """
+import os
+
 import numpy as np
 import pytest
+from hypothesis import settings
+
+settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 
 @pytest.fixture(autouse=True)

@@ -484,13 +484,15 @@ def test_backsolve_memory_does_not_grow_with_the_steps():
     assert f_tight <= 1.25 * f_loose
 
 
-@pytest.mark.parametrize("adjoint_method, calls", [("backsolve", 200), ("checkpoint", 50),
-                                                   ("discrete", 50), ("forward", 50)])
-def test_repeated_calls_retain_no_memory(adjoint_method, calls):
-    # Memory retained after `calls` forward + backward calls is that after 10 (which include
-    # any first-call caches). A leak of anything per call — the smallest NumPy array is ~100
-    # bytes, a step record or the outputs far more — would add ≥ 100 bytes × (calls − 10);
-    # the bound of 16 KiB is 4× the drift measured (tracemalloc's own bookkeeping).
+@pytest.mark.parametrize("adjoint_method", ["backsolve", "checkpoint", "discrete", "forward"])
+def test_repeated_calls_retain_no_memory(adjoint_method):
+    # A leak grows with every call; the drift of the allocator, tracemalloc and pytest levels
+    # off (small-object caches fill up: up to ~10 KiB, seen spread over hundreds of calls). So
+    # after a first batch of CALLS forward + backward calls the memory retained by each of
+    # two further batches is measured: a leak of anything per call — the smallest NumPy array
+    # is ~100 bytes — retains ≥ 100 bytes × CALLS = 20 KiB in *both*; the drift stays below
+    # the bound of 10 KiB in at least one (measured: ≤ 7 KiB).
+    calls = 200
     f = Exponential(-1.0)
 
     def call():
@@ -498,19 +500,21 @@ def test_repeated_calls_retain_no_memory(adjoint_method, calls):
                                  backend="numpy", adjoint_method=adjoint_method)
         vjp(np.ones_like(ys))
 
+    retained = []
     tracemalloc.start()
     try:
-        for _ in range(10):
+        for _ in range(10 + calls):
             call()
-        gc.collect()
-        after_10 = tracemalloc.get_traced_memory()[0]
-        for _ in range(calls - 10):
-            call()
-        gc.collect()
-        after_all = tracemalloc.get_traced_memory()[0]
+        for _ in range(2):
+            gc.collect()
+            before = tracemalloc.get_traced_memory()[0]
+            for _ in range(calls):
+                call()
+            gc.collect()
+            retained.append(tracemalloc.get_traced_memory()[0] - before)
     finally:
         tracemalloc.stop()
-    assert after_all - after_10 <= 16 * 1024
+    assert min(retained) <= 10 * 1024, retained
 
 
 # ---------------------------------------------------------------------------------------------
