@@ -640,8 +640,18 @@ def check_field_output(f, out, y, t, n_rows=None):
             f"the vector field {field_name(f)} returned a {type(out).__name__}; f(t, y) must "
             f"return {want}: build it with np.array([...]) for a 1-D state, or "
             "np.stack([...], axis=-1) for a batch y of shape (B, D)")
+    if out is None:
+        raise TypeError(
+            f"the vector field {field_name(f)} returned None (a missing return statement?); "
+            f"f(t, y) must return {want}")
     if not isinstance(out, np.ndarray):
         out = np.asarray(out)
+    if out.dtype.kind == "f" and out.dtype.itemsize < y.dtype.itemsize:
+        raise TypeError(
+            f"the vector field {field_name(f)} returned {out.dtype} values for a {y.dtype} "
+            f"state: the solver cannot meet its tolerances with derivatives rounded to "
+            f"{out.dtype}; f(t, y) must return {want} (compute in y's dtype, or solve in "
+            f"{out.dtype} by passing y0 of that dtype)")
     if out.dtype.kind != "f":
         fix = ("return the real part only if that is intended" if out.dtype.kind == "c"
                else "compute in floats, e.g. start from np.zeros_like(y)")
@@ -690,10 +700,14 @@ def call_field(f, t, y, n_rows=None, first=False):
                 "not modify y, which is the solver's own state: compute a new array instead "
                 "(e.g. y = y * 0.999 rather than y *= 0.999)") from exc
         if "broadcast" in str(exc) and np.ndim(t) == 1:
+            rows = (f" ({y.shape[0]} of the batch's {n_rows} rows: those still integrating)"
+                    if n_rows is not None and y.shape[0] < n_rows else "")
             raise ValueError(
                 f"{exc} — raised inside the vector field {field_name(f)}, which pyode calls with "
-                f"t of shape {np.shape(t)}, one time per row of y {y.shape}: broadcast it "
-                "against y with t[:, None] (README, 'A time-dependent field')") from exc
+                f"y of shape {y.shape}{rows} and t of shape {np.shape(t)}, one time per row: "
+                "broadcast t against y with t[:, None], and keep values that belong to rows "
+                "of the batch in the state rather than in the field (README, 'A "
+                "time-dependent field')") from exc
         raise
     if first and not np.array_equal(before, y, equal_nan=True):
         raise ValueError(

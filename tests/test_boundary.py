@@ -140,3 +140,25 @@ def test_adjoint_params_of_torchdiffeq_is_explained():
     f = nn.MLP([1, 4, 1], backend="numpy")
     with pytest.raises(TypeError, match="adjoint_params.*grads.params"):
         odeint_adjoint(f, np.array([1.0]), T, adjoint_params=(f.params,))
+
+
+def test_missing_return_is_named():
+    def forgot(t, y):
+        -y                               # noqa: B018 - the mistake under test
+
+    with pytest.raises(TypeError, match="returned None"):
+        odeint(forgot, np.array([1.0]), T)
+
+
+def test_lower_precision_result_is_refused_not_rounded():
+    with pytest.raises(TypeError, match="float16 values for a float64 state"):
+        odeint(lambda t, y: (-y).astype(np.float16), np.array([1.0]), T)
+    # the same field solved in its own precision is fine
+    ys = odeint(lambda t, y: -y, np.array([1.0], dtype=np.float32), T)
+    assert ys.dtype == np.float32
+
+
+def test_per_row_values_in_a_field_get_both_hints():
+    k = np.array([[1.0], [30.0], [0.1]])
+    with pytest.raises(ValueError, match="rows still integrating|keep values that belong"):
+        odeint(lambda t, y: -k * y, np.ones((3, 2)), np.linspace(0.0, 2.0, 5))
