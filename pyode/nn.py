@@ -46,8 +46,11 @@ Equations", NeurIPS 2018, arXiv:1806.07366 (vector fields f(z, t; θ), Sec. 2).
 from __future__ import annotations
 
 import numbers
+import os
+from typing import Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
 
 __all__ = [
     "ACTIVATIONS",
@@ -599,7 +602,8 @@ class Sequential:
     need no pickle, use :meth:`save` and :func:`load`.
     """
 
-    def __init__(self, *layers, seed=0, dtype=np.float64, backend="numba"):
+    def __init__(self, *layers: Layer, seed: int | np.random.Generator | None = 0,
+                 dtype: DTypeLike = np.float64, backend: str = "numba") -> None:
         if not layers:
             raise ValueError(
                 "Sequential needs at least one layer, e.g. Sequential(Linear(2, 2))"
@@ -637,7 +641,7 @@ class Sequential:
     # -- parameters ----------------------------------------------------------------------------
 
     @property
-    def params(self):
+    def params(self) -> np.ndarray:
         """ndarray, shape (P,): the flat parameters (layout in the module docstring).
 
         The array object never changes over the life of the field. Assigning
@@ -655,7 +659,7 @@ class Sequential:
         return self._params
 
     @params.setter
-    def params(self, value):
+    def params(self, value: ArrayLike) -> None:
         value = np.asarray(value)
         if value.shape != self._params.shape:
             raise ValueError(
@@ -665,11 +669,11 @@ class Sequential:
         self._params[...] = value
 
     @property
-    def n_params(self):
+    def n_params(self) -> int:
         """int: number of parameters ``P``."""
         return self._params.size
 
-    def bind_params(self, buffer):
+    def bind_params(self, buffer: np.ndarray) -> None:
         """Keep the parameters in ``buffer`` from now on (storage owned by a larger model).
 
         The current values are copied into ``buffer``; then ``params`` *is* ``buffer`` and
@@ -767,7 +771,7 @@ class Sequential:
         self._params = params
         self.layers = tuple(layers)
 
-    def save(self, path):
+    def save(self, path: str | os.PathLike) -> None:
         """Write the field to ``path`` in numpy's ``.npz`` format (no pickle); see
         :func:`pyode.nn.load`.
 
@@ -791,7 +795,7 @@ class Sequential:
 
     # -- the field -----------------------------------------------------------------------------
 
-    def __call__(self, t, y):
+    def __call__(self, t: float | np.ndarray, y: np.ndarray) -> np.ndarray:
         """Evaluate ``f(t, y)``.
 
         Parameters
@@ -816,7 +820,7 @@ class Sequential:
             x = layer.forward(x, tb)
         return self._shape_like(x, y)
 
-    def jvp(self, t, y, u):
+    def jvp(self, t: float | np.ndarray, y: np.ndarray, u: np.ndarray) -> np.ndarray:
         """Jacobian-vector product ``∂f/∂y · u`` (``t`` and ``θ`` held fixed).
 
         Parameters
@@ -841,7 +845,7 @@ class Sequential:
                 x = layer.forward(x, tb)
         return self._shape_like(du, y)
 
-    def jvp_params(self, t, y, w):
+    def jvp_params(self, t: float | np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray:
         """Parameter-JVP ``∂f/∂θ · w`` (``t`` and ``y`` held fixed).
 
         Forward mode through the chain: with the tangent ``u₀ = 0`` of the input,
@@ -876,7 +880,8 @@ class Sequential:
             x = layer.forward(x, tb)
         return self._shape_like(du, y)
 
-    def vjp_per_sample(self, t, y, v):
+    def vjp_per_sample(self, t: float | np.ndarray, y: np.ndarray, v: np.ndarray
+                       ) -> tuple[np.ndarray, np.ndarray, float | np.ndarray]:
         """Vector-Jacobian products with one parameter cotangent per sample.
 
         Parameters
@@ -917,7 +922,8 @@ class Sequential:
             g_theta = g_theta[0]
         return g_y, g_theta, self._time_cotangent(t, g_t)
 
-    def vjp(self, t, y, v):
+    def vjp(self, t: float | np.ndarray, y: np.ndarray, v: np.ndarray
+            ) -> tuple[np.ndarray, np.ndarray, float | np.ndarray]:
         """Vector-Jacobian products, parameter cotangent summed over the batch.
 
         The batch sum of :meth:`vjp_per_sample`; arguments as there.
@@ -1065,8 +1071,10 @@ class MLP(Sequential):
     (2, 3)
     """
 
-    def __init__(self, sizes, activation="tanh", time_input=False, input_activation=None,
-                 seed=0, dtype=np.float64, backend="numba"):
+    def __init__(self, sizes: Sequence[int], activation: str | Activation = "tanh",
+                 time_input: bool = False, input_activation: str | Activation | None = None,
+                 seed: int | np.random.Generator | None = 0, dtype: DTypeLike = np.float64,
+                 backend: str = "numba") -> None:
         sizes = _check_sizes(sizes)
         if not isinstance(time_input, (bool, np.bool_)):
             raise TypeError(f"time_input must be True or False; got {time_input!r}")
@@ -1089,7 +1097,7 @@ class MLP(Sequential):
         self.time_input = bool(time_input)
 
 
-def load(path):
+def load(path: str | os.PathLike) -> Sequential:
     """Read a field written by :meth:`Sequential.save` (``f.save(path)``).
 
     Parameters

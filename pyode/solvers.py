@@ -21,7 +21,7 @@ RMS too — we take it per sample, which is what makes samples independent.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Union
+from typing import Any, Callable, Literal, Union, overload
 
 import numpy as np
 
@@ -803,6 +803,20 @@ def _use_kernels(f, backend):
 #: What ``odeint`` integrates: a :class:`pyode.VectorField`, or for ``odeint`` alone any
 #: callable ``f(t, y)`` (the gradient methods need the field's derivatives too).
 Field = Union[VectorField, Callable[..., np.ndarray]]
+
+
+@overload
+def odeint(f: Field, y0: ArrayLike, t: ArrayLike, method: str = ..., rtol: float = ...,
+           atol: ArrayLike = ..., options: dict[str, Any] | None = ...,
+           full_output: Literal[False] = ..., backend: str = ..., **unknown: Any
+           ) -> np.ndarray: ...
+
+
+@overload
+def odeint(f: Field, y0: ArrayLike, t: ArrayLike, method: str = ..., rtol: float = ...,
+           atol: ArrayLike = ..., options: dict[str, Any] | None = ..., *,
+           full_output: Literal[True], backend: str = ..., **unknown: Any
+           ) -> tuple[np.ndarray, SolveInfo]: ...
 
 
 def odeint(f: Field, y0: ArrayLike, t: ArrayLike, method: str = "dopri5", rtol: float = 1e-7,
