@@ -73,7 +73,7 @@ from .solvers import (SolveInfo, _odeint, batch_field, check_field_width, check_
                       check_step_count, check_times, check_tolerances, check_y0, integrate,
                       integrate_adaptive, integrate_fixed, is_device_array, kernel_module,
                       keyword_names)
-from .suggest import unknown_keywords_error
+from .suggest import adjoint_method_hint, unknown_keywords_error
 from .tableaus import get_tableau
 from .trajectory import StepRecorder
 
@@ -290,8 +290,10 @@ def check_adjoint_method(adjoint_method, adjoint_options):
         ``adjoint_options`` is not a dict.
     """
     if not isinstance(adjoint_method, str) or adjoint_method not in ADJOINT_METHODS:
-        raise ValueError(f"adjoint_method={adjoint_method!r} is not known; valid methods: "
-                         f"{', '.join(ADJOINT_METHODS)}")
+        hint = adjoint_method_hint(adjoint_method, ADJOINT_METHODS)
+        raise ValueError(f"adjoint_method={adjoint_method!r} is not known"
+                         + (f" ({hint})" if hint else "")
+                         + f"; valid methods: {', '.join(ADJOINT_METHODS)}")
     if not isinstance(adjoint_options, (dict, type(None))):
         raise TypeError("adjoint_options must be a dict or None, got "
                         f"{type(adjoint_options).__name__}")

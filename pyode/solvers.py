@@ -32,7 +32,7 @@ from .errors import NonFiniteError, StepSizeUnderflowError, TooManyStepsError
 from .kernels.codes import (DEFAULT_MAX_NUM_STEPS, MAX_FACTOR, MIN_FACTOR,  # noqa: F401
                             SAFETY, UNDERFLOW_ULPS)
 from .protocol import VectorField
-from .suggest import unknown_keywords_error
+from .suggest import option_hint, unknown_keywords_error
 from .tableaus import get_tableau
 
 def min_step(t, dtype=np.float64):
@@ -531,6 +531,9 @@ def check_options(options, tab):
             elif key in ("norm", "checkpoint_every"):
                 hint = (f" ({key!r} is an option of the adjoint: pass it to odeint_adjoint as "
                         f"adjoint_options={{{key!r}: ...}})")
+            else:
+                near = option_hint(key, valid)
+                hint = f" ({near})" if near else ""
             raise ValueError(f"Unknown option {key!r} for method {tab.name!r}{hint}; valid "
                              f"options: {', '.join(sorted(valid))}")
     if not tab.adaptive:

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import difflib
 
-__all__ = ["method_hint", "unknown_keywords_error", "close_match"]
+__all__ = ["method_hint", "adjoint_method_hint", "option_hint", "unknown_keywords_error",
+           "close_match"]
 
 #: Method names of scipy, torchdiffeq and diffrax → what pyode offers instead.
 METHOD_NEIGHBOURS = {
@@ -49,6 +50,22 @@ METHOD_NEIGHBOURS = {
                  "stiff problems use an implicit solver"),
     "rk_4": "use method='rk4'",
     "explicit_euler": "use method='euler'",
+}
+
+#: Gradient-method names of torchdiffeq, diffrax and the literature → pyode's
+#: ``adjoint_method``.
+ADJOINT_NEIGHBOURS = {
+    "adjoint": "the adjoint of Chen et al. is adjoint_method='backsolve'",
+    "backsolveadjoint": "diffrax's BacksolveAdjoint is adjoint_method='backsolve'",
+    "recursivecheckpointadjoint": ("diffrax's RecursiveCheckpointAdjoint differentiates the "
+                                   "solver's steps: adjoint_method='discrete' (or "
+                                   "'checkpoint' for the continuous adjoint with checkpoints)"),
+    "directadjoint": "use adjoint_method='discrete' (backpropagation through the steps)",
+    "backprop": "backpropagation through the solver is adjoint_method='discrete'",
+    "autodiff": "backpropagation through the solver is adjoint_method='discrete'",
+    "interpolating": "use adjoint_method='checkpoint' (the adjoint against a stored y(t))",
+    "forward_sensitivity": "use adjoint_method='forward'",
+    "sensitivity": "forward sensitivity is adjoint_method='forward'",
 }
 
 #: Keywords of scipy, torchdiffeq and diffrax that pyode's solvers do not take → what to do.
@@ -91,6 +108,29 @@ KEYWORD_NEIGHBOURS = {
     "fun": "pass the vector field as the first argument f",
     "ts": "pass the output times as t",
 }
+
+
+def adjoint_method_hint(name, valid):
+    """A sentence telling what to use for an unknown ``adjoint_method``, or ''."""
+    if not isinstance(name, str):
+        return ""
+    hint = ADJOINT_NEIGHBOURS.get(name.lower().replace("-", "_"))
+    if hint:
+        return hint
+    match = close_match(name.lower(), valid)
+    return f"did you mean adjoint_method={match!r}?" if match else ""
+
+
+def option_hint(key, valid):
+    """A sentence for an unknown key of ``options`` (a neighbour's name or a typo), or ''."""
+    neighbours = {"max_steps": "max_num_steps", "dt0": "first_step or step_size",
+                  "h0": "first_step", "dt": "step_size", "max_step": None}
+    if key in neighbours:
+        name = neighbours[key]
+        return (f"pyode calls it {name!r}" if name
+                else "pyode has no max_step yet; split t into more output times instead")
+    match = close_match(key, valid)
+    return f"did you mean {match!r}?" if match else ""
 
 
 def close_match(name, valid):
@@ -141,10 +181,15 @@ def unknown_keywords_error(fn, unknown, valid):
         To be raised by the caller.
     """
     parts = []
+    adjoint_only = ("adjoint_method", "adjoint_rtol", "adjoint_atol", "adjoint_options")
     for name in unknown:
         hint = KEYWORD_NEIGHBOURS.get(name)
         if hint is None:
             match = close_match(name, valid)
             hint = f"did you mean {match}=?" if match else ""
+            if not match and fn == "odeint":
+                near = close_match(name, adjoint_only)
+                if near:
+                    hint = f"did you mean {near}=? It belongs to odeint_adjoint"
         parts.append(f"{fn}() has no keyword {name!r}" + (f": {hint}" if hint else ""))
     return TypeError("; ".join(parts) + f" (its keywords: {', '.join(valid)})")

@@ -162,3 +162,26 @@ def test_per_row_values_in_a_field_get_both_hints():
     k = np.array([[1.0], [30.0], [0.1]])
     with pytest.raises(ValueError, match="rows still integrating|keep values that belong"):
         odeint(lambda t, y: -k * y, np.ones((3, 2)), np.linspace(0.0, 2.0, 5))
+
+
+@pytest.mark.parametrize("name, expect", [("backsolv", "did you mean adjoint_method='backsolve'"),
+                                          ("adjoint", "'backsolve'"),
+                                          ("RecursiveCheckpointAdjoint", "'discrete'")])
+def test_neighbouring_adjoint_method_names(name, expect):
+    with pytest.raises(ValueError, match="is not known") as err:
+        odeint_adjoint(nn.MLP([1, 4, 1]), np.array([1.0]), T, adjoint_method=name)
+    assert expect in str(err.value)
+
+
+@pytest.mark.parametrize("key, expect", [("max_steps", "'max_num_steps'"),
+                                         ("first_stpe", "did you mean 'first_step'"),
+                                         ("max_step", "no max_step")])
+def test_neighbouring_option_keys(key, expect):
+    with pytest.raises(ValueError, match=f"Unknown option '{key}'") as err:
+        odeint(lambda t, y: -y, np.array([1.0]), T, options={key: 1})
+    assert expect in str(err.value)
+
+
+def test_adjoint_keyword_typo_on_odeint_points_to_odeint_adjoint():
+    with pytest.raises(TypeError, match="adjoint_method=.*belongs to odeint_adjoint"):
+        odeint(lambda t, y: -y, np.array([1.0]), T, adjoint_mehod="backsolve")
