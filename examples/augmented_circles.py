@@ -30,10 +30,10 @@ Usage::
     python examples/augmented_circles.py --epochs 100 --seed 1 --out /tmp/circles
     python examples/augmented_circles.py --epochs 1 --n-points 64     # smoke run
 
-Progress is a tqdm bar on a terminal (if installed), log lines otherwise. On Ctrl-C the script
-stops training, writes the figure and the table of the models so far and exits with status
-130. Writes ``OUT/augmented_circles.png`` and ``OUT/augmented_circles.json`` and prints their
-paths.
+Progress is a tqdm bar on a terminal (if installed), log lines otherwise. On Ctrl-C or SIGTERM
+(:mod:`pyode.interrupt`) the script stops training, writes the table and then the figure of
+the models so far and exits with status 130. Writes ``OUT/augmented_circles.png`` and
+``OUT/augmented_circles.json`` and prints their paths.
 
 References
 ----------
@@ -53,8 +53,12 @@ from pathlib import Path
 
 import numpy as np
 
-from pyode import AdjointReconstructionWarning, losses, nn, optim
+from pyode import AdjointReconstructionWarning, interrupt, losses, nn, optim
 from pyode.progress import progress
+
+if str(Path(__file__).resolve().parent) not in sys.path:    # _cli.py, beside this script
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _cli  # noqa: E402
 
 LOG = logging.getLogger("augmented_circles")
 
@@ -102,8 +106,10 @@ def build_model(kind, seed=0):
 
 
 def train(kind, model, x, y, epochs, seed, on_epoch=None):
-    """Train in place; return the history. Ctrl-C (or a KeyboardInterrupt raised by
-    ``on_epoch(kind, epoch)``) ends training early with ``history["interrupted"] = True``."""
+    """Train in place; return the history. Ctrl-C or SIGTERM (under
+    :func:`pyode.interrupt.catch`; :func:`pyode.interrupt.check` after each batch also catches
+    one that a Numba callback swallowed), or a KeyboardInterrupt raised by
+    ``on_epoch(kind, epoch)``, ends training early with ``history["interrupted"] = True``."""
     rng = np.random.default_rng(seed)
     opt = optim.Adam(model.params, lr=LR)
     n_batches = math.ceil(len(y) / BATCH)
@@ -131,6 +137,7 @@ def train(kind, model, x, y, epochs, seed, on_epoch=None):
                 hist["batches"] += 1
                 sums += (loss, grads.nfe_forward, grads.nfe_backward)
                 bar.update(1, loss=loss, epoch=epoch)
+                interrupt.check()
             for key, value in zip(("loss", "nfe_forward", "nfe_backward"), sums / n_batches):
                 hist[key].append(float(value))
             if on_epoch is not None:
@@ -223,10 +230,11 @@ def plot(path, models, test_set):
 
 
 def parse_args(argv=None):
+    """The options, checked (one line and status 2 for a mistake); creates ``args.out``."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS,
+    parser.add_argument("--epochs", type=_cli.positive_int, default=DEFAULT_EPOCHS,
                         help=f"training epochs of each model (default {DEFAULT_EPOCHS})")
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED,
+    parser.add_argument("--seed", type=_cli.nonnegative_int, default=DEFAULT_SEED,
                         help=f"seed of the initialisation and the batches (default "
                              f"{DEFAULT_SEED}; the data are fixed)")
     parser.add_argument("--out", type=Path, default=Path("out"),
@@ -235,12 +243,10 @@ def parse_args(argv=None):
                         help=f"training points, and as many test points (default "
                              f"{DEFAULT_POINTS})")
     args = parser.parse_args(argv)
-    if args.epochs < 1:
-        parser.error(f"--epochs must be positive; got {args.epochs}")
-    if args.seed < 0:
-        parser.error(f"--seed must be non-negative; got {args.seed}")
     if args.n_points < 4:
-        parser.error(f"--n-points must be at least 4; got {args.n_points}")
+        parser.error(f"argument --n-points: must be at least 4; got {args.n_points}")
+    _cli.require_matplotlib(parser)
+    args.out = _cli.output_dir(parser, args.out)
     return args
 
 
@@ -256,15 +262,22 @@ def main(argv=None, on_epoch=None):
     Raises
     ------
     SystemExit
-        Code 130 after a Ctrl-C (the figure and the table are written first).
+        Code 130 after a Ctrl-C or SIGTERM (the table, then the figure, are written first);
+        code 2 for a mistake on the command line.
     """
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    with interrupt.catch():
+        return run(args, on_epoch)
+
+
+def run(args, on_epoch=None):
+    """The work of :func:`main` (inside :func:`pyode.interrupt.catch`)."""
     rng = np.random.default_rng(DATA_SEED)
     train_set, test_set = circles(args.n_points, rng), circles(args.n_points, rng)
-    args.out.mkdir(parents=True, exist_ok=True)
     paths = {"figure": args.out / f"{NAME}.png", "json": args.out / f"{NAME}.json"}
     rows, models, histories, interrupted = [], {}, {}, False
+    kind = MODELS[0]
     try:
         for kind in MODELS:
             model = build_model(kind, args.seed)
@@ -280,21 +293,33 @@ def main(argv=None, on_epoch=None):
                 break
     except KeyboardInterrupt:           # Ctrl-C outside a training loop (an evaluation)
         interrupted = True
-    table = format_table(rows)
-    paths["json"].write_text(json.dumps({"rows": rows, "history": histories,
-                                         "args": {"epochs": args.epochs, "seed": args.seed,
-                                                  "n_points": args.n_points}}, indent=1),
-                             encoding="utf-8")
-    plot(paths["figure"], models, test_set)
-    print(table)
-    if interrupted:
-        print(f"{NAME}: interrupted during {kind}; wrote the models so far to "
-              f"{paths['figure']} and {paths['json']}", file=sys.stderr)
-        raise SystemExit(130)
+    except Exception as exc:            # the evaluation of an interrupted model failed
+        if not interrupted:
+            raise
+        LOG.warning("%s: could not evaluate the interrupted model (%s: %s)", kind,
+                    type(exc).__name__, exc)
+        models.pop(kind, None)
+    with interrupt.shielded():          # a Ctrl-C now waits until the files are written
+        table = format_table(rows)
+        paths["json"].write_text(json.dumps({"rows": rows, "history": histories,
+                                             "args": {"epochs": args.epochs,
+                                                      "seed": args.seed,
+                                                      "n_points": args.n_points}}, indent=1),
+                                 encoding="utf-8")
+        figure = (lambda: plot(paths["figure"], models, test_set))
+        print(table)
+        if interrupted:
+            note = _cli.attempt(figure, f"the figure {paths['figure']}")
+            done = ("no epoch completed" if not any(h["loss"] for h in histories.values())
+                    else "wrote the models so far")
+            _cli.exit_interrupted(
+                f"{NAME}: interrupted{_cli.interrupted_by()} during {kind}; {done}: "
+                f"{paths['json']}" + ("" if note else f" and {paths['figure']}") + note)
+        figure()
     for key in ("figure", "json"):
         print(paths[key])
     return {"rows": rows, **paths}
 
 
 if __name__ == "__main__":
-    main()
+    _cli.run(NAME, main)

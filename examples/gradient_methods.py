@@ -40,12 +40,17 @@ arXiv:2009.09457 (seminorm); Kim et al. (2021), arXiv:2103.15341 (why backsolve 
 """
 import argparse
 import logging
+import sys
 import warnings
 from pathlib import Path
 
 import numpy as np
 
 from pyode import ADJOINT_METHODS, compare_gradients, losses, odeint, odeint_adjoint
+
+if str(Path(__file__).resolve().parent) not in sys.path:    # _cli.py, beside this script
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _cli  # noqa: E402
 
 LOG = logging.getLogger("gradient_methods")
 
@@ -219,13 +224,15 @@ def parse_args(argv=None):
                         help="output directory, created if missing (default out/)")
     parser.add_argument("--quick", action="store_true",
                         help="four tolerances instead of eight (a smoke run)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    _cli.require_matplotlib(parser)                 # before the sweeps, not after them
+    args.out = _cli.output_dir(parser, args.out)
+    return args
 
 
 def main(argv=None):
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    args.out.mkdir(parents=True, exist_ok=True)
     problems = [dissipative_problem(), spiral_problem()]
     for p in problems:
         print(f"\n== {p['name']} ==")
@@ -244,4 +251,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    _cli.run("gradient_methods", main)

@@ -24,9 +24,13 @@ model seen (field and learned z(0)) in ``OUT/lynx_hare_best.npz`` and the final 
 ``OUT/lynx_hare_final.npz``; both are :func:`pyode.save_checkpoint` files with the model and
 ``extra["z0"]`` (the field alone does not give the trajectory). Every ``--save-every``
 iterations it writes the training state to ``OUT/lynx_hare_checkpoint.npz``; ``--resume``
-continues from it bit-identically. On Ctrl-C it writes the checkpoint of the last completed
-iteration and the figure so far, says how to resume and exits with status 130. Progress is a
-tqdm bar on a terminal (if installed), log lines otherwise.
+continues from it bit-identically (into another ``--out``, it copies the best model there
+first). On Ctrl-C or SIGTERM (:mod:`pyode.interrupt`; also a Ctrl-C that Numba swallowed,
+after that iteration) it writes the checkpoint of the last completed iteration, then the
+figure so far (a figure that fails is named), says in one line how to resume and exits with
+status 130; a second Ctrl-C waits until the files are written. A mistake on the command line
+is one line and status 2 (``examples/_cli.py``). Progress is a tqdm bar on a terminal (if
+installed), log lines otherwise.
 
 Usage::
 
@@ -54,8 +58,12 @@ from pathlib import Path
 import numpy as np
 
 import pyode
-from pyode import losses, nn, odeint, odeint_adjoint, optim
+from pyode import interrupt, losses, nn, odeint, odeint_adjoint, optim
 from pyode.progress import progress
+
+if str(Path(__file__).resolve().parent) not in sys.path:    # _cli.py, beside this script
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _cli  # noqa: E402
 
 LOG = logging.getLogger("lynx_hare")
 
@@ -134,6 +142,23 @@ def load_model(path):
     return ck.model, np.array(ck.extra["z0"], dtype=np.float64)
 
 
+#: What --evaluate takes, for its error messages.
+EVALUATE_ACCEPTS = (f"a model of examples/{NAME}.py, the field with its learned initial state: "
+                    f"OUT/{NAME}_best.npz, OUT/{NAME}_final.npz or OUT/{NAME}_checkpoint.npz")
+#: What --resume takes.
+RESUME_ACCEPTS = (f"the training checkpoint OUT/{NAME}_checkpoint.npz written by "
+                  f"examples/{NAME}.py (the best and final models are for --evaluate)")
+
+
+def _file_error(flag, path, exc, accepted):
+    """:func:`_cli.file_error`, with the model file of ``f.save`` (the field alone) named as
+    such: this script's files also hold the learned initial state."""
+    if getattr(exc, "found", None) == "pyode.model":
+        _cli.error(f"argument {flag}: {path} is a model file with the field alone (written "
+                   f"by f.save), without the learned initial state z(0); pass {accepted}")
+    _cli.file_error(flag, path, exc, accepted)
+
+
 class Run:
     """The training state (what a checkpoint holds).
 
@@ -171,6 +196,13 @@ class Run:
 
     @classmethod
     def resume(cls, args):
+        """The run of the checkpoint ``args.resume``.
+
+        Raises
+        ------
+        pyode.SaveFormatError, OSError
+            The file is not a training checkpoint of this script (or cannot be read).
+        """
         ck = pyode.load_checkpoint(args.resume)
         needed = {"z0", "best_loss", "save_every", *DEFAULTS}
         if (ck.model is None or not isinstance(ck.optimizer, dict) or ck.step is None
@@ -189,18 +221,37 @@ class Run:
                 settings[key] = given
         for key in ("seed", "hidden"):
             given = getattr(args, key)
-            if given is not None and given != settings[key]:
-                LOG.warning("--%s %s is ignored: the model comes from the checkpoint "
-                            "(%s %s)", key, given, key, settings[key])
+            if given is not None:
+                LOG.warning("--%s %s is ignored with --resume: the model comes from the "
+                            "checkpoint (%s %s)", key, given, key, settings[key])
         if ck.step > settings["iters"]:
-            raise SystemExit(f"lynx_hare: the checkpoint {args.resume} is at iteration "
-                             f"{ck.step}, past --iters {settings['iters']}; pass a larger "
-                             "--iters")
+            _cli.error(f"argument --iters: the checkpoint {args.resume} is at iteration "
+                       f"{ck.step}, past --iters {settings['iters']}; pass a larger --iters")
         f, z0 = ck.model, np.array(ck.extra["z0"], dtype=np.float64)
         opt_f, opt_z0 = optim.Adam(f.params), optim.Adam(z0)
         opt_f.load_state_dict(ck.optimizer["f"])
         opt_z0.load_state_dict(ck.optimizer["z0"])
         return cls(f, z0, opt_f, opt_z0, ck.step, settings, ck.extra["best_loss"])
+
+    def carry_best(self, source, target):
+        """Make ``target`` hold the best model of the checkpoint, which is ``source``.
+
+        The best file is written with the checkpoint, so it matches the checkpoint's best
+        loss. A run resumed into another directory copies it over, so the best of the whole
+        run is in its output directory even if the resumed part never beats it. If it is
+        missing (the checkpoint was moved without it), the best is forgotten with a warning:
+        the resumed part then keeps its own best, and the file reported at the end exists.
+        """
+        if not math.isfinite(self.best_loss):       # no iteration yet: no best file
+            return
+        if not source.is_file():
+            LOG.warning("the best model (mse %r) should be in %s, which does not exist: %s "
+                        "will hold the best model of the resumed iterations only",
+                        self.best_loss, source, target)
+            self.best_loss = math.inf
+        elif not _cli.same_file(source, target):
+            _cli.copy_file(source, target)
+            LOG.info("copied the best model so far from %s to %s", source, target)
 
     def snapshot(self):
         """Copies of the mutable state, for :meth:`restore`."""
@@ -257,22 +308,29 @@ def plot(path, years, counts, names, years_fine, fitted_fine):
 
 
 def parse_args(argv=None):
+    """The options, checked: every mistake ends the script with one line and status 2.
+
+    Also settles ``args.out`` (not for ``--evaluate``): the directory given, the checkpoint's
+    with ``--resume``, else ``out/``; created if missing and checked to be writable.
+    """
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     # None: a fresh run takes DEFAULTS, --resume the checkpoint's settings.
-    parser.add_argument("--iters", type=int, default=None,
+    parser.add_argument("--iters", type=_cli.positive_int, default=None,
                         help="training iterations in all (default 3000; with --resume, the "
                              "checkpoint's)")
-    parser.add_argument("--seed", type=int, default=None,
-                        help="seed of the model initialisation (default 0)")
+    parser.add_argument("--seed", type=_cli.nonnegative_int, default=None,
+                        help="seed of the model initialisation (default 0; ignored with "
+                             "--resume)")
     parser.add_argument("--out", type=Path, default=None,
                         help="output directory, created if missing (default out/; with "
                              "--resume, the checkpoint's directory)")
-    parser.add_argument("--hidden", type=int, default=None,
-                        help="hidden width H of the MLP 2-H-2 (default 64)")
-    parser.add_argument("--lr", type=float, default=None,
+    parser.add_argument("--hidden", type=_cli.positive_int, default=None,
+                        help="hidden width H of the MLP 2-H-2 (default 64; ignored with "
+                             "--resume)")
+    parser.add_argument("--lr", type=_cli.positive_float, default=None,
                         help="initial Adam learning rate, cosine-decayed to 0 (default 1e-2; "
                              "with --resume, the checkpoint's)")
-    parser.add_argument("--save-every", type=int, default=None,
+    parser.add_argument("--save-every", type=_cli.positive_int, default=None,
                         help="write OUT/lynx_hare_checkpoint.npz (and the best model) every "
                              "this many iterations (default: the log interval, iters // 10; "
                              "with --resume, the checkpoint's)")
@@ -282,14 +340,22 @@ def parse_args(argv=None):
                         help="print the mse of the model saved in PATH (best, final or "
                              "checkpoint file) and exit")
     args = parser.parse_args(argv)
-    for name in ("iters", "hidden", "save_every"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            parser.error(f"--{name.replace('_', '-')} must be positive; got {value}")
-    if args.lr is not None and not args.lr > 0:
-        parser.error(f"--lr must be positive; got {args.lr}")
     if args.resume is not None and args.evaluate is not None:
         parser.error("--resume and --evaluate exclude each other")
+    if args.evaluate is not None:
+        _cli.input_file(parser, args.evaluate, "--evaluate",
+                        [f"{NAME}_best.npz", f"{NAME}_final.npz", f"{NAME}_checkpoint.npz"])
+        return args
+    if args.resume is not None:
+        _cli.input_file(parser, args.resume, "--resume", [f"{NAME}_checkpoint.npz"])
+    _cli.require_matplotlib(parser)
+    if args.out is not None:
+        args.out = _cli.output_dir(parser, args.out)
+    elif args.resume is not None:
+        args.out = _cli.output_dir(parser, args.resume.parent,
+                                   default_note="the checkpoint's directory")
+    else:
+        args.out = _cli.output_dir(parser, Path("out"), default_note="the default")
     return args
 
 
@@ -312,7 +378,8 @@ def main(argv=None, on_iteration=None):
     Raises
     ------
     SystemExit
-        Code 130 after a Ctrl-C (the checkpoint and the figure are written first).
+        Code 130 after a Ctrl-C or SIGTERM (the checkpoint and the figure are written first);
+        code 2 for a mistake on the command line, or a file given that is not the right kind.
     """
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -321,21 +388,46 @@ def main(argv=None, on_iteration=None):
     t = years - YEAR0
     mean, std = counts.mean(axis=0), counts.std(axis=0)
     z = (counts - mean) / std
-    if args.evaluate is not None:
-        loss = evaluate(*load_model(args.evaluate), t, z)
-        LOG.info("mse (standardised units) of %s:", args.evaluate)
-        print(repr(loss))
-        return {"loss": loss}
+    with interrupt.catch():
+        if args.evaluate is not None:
+            try:
+                model = load_model(args.evaluate)
+            except (pyode.SaveFormatError, OSError) as exc:
+                _file_error("--evaluate", args.evaluate, exc, EVALUATE_ACCEPTS)
+            loss = evaluate(*model, t, z)
+            LOG.info("mse (standardised units) of %s:", args.evaluate)
+            print(repr(loss))
+            return {"loss": loss}
+        return train(args, on_iteration, years, counts, names)
 
-    run = Run.resume(args) if args.resume is not None else Run.fresh(args, z)
-    out = args.out or (args.resume.parent if args.resume is not None else Path("out"))
-    out.mkdir(parents=True, exist_ok=True)
+
+def _open_run(args, paths, z):
+    """The run to train: fresh, or the checkpoint of ``--resume`` (its best model carried to
+    ``paths["best"]``); a checkpoint that is not one of this script ends it (status 2)."""
+    if args.resume is None:
+        return Run.fresh(args, z)
+    try:
+        run = Run.resume(args)
+    except (pyode.SaveFormatError, OSError) as exc:
+        _file_error("--resume", args.resume, exc, RESUME_ACCEPTS)
+    run.carry_best(args.resume.parent / f"{NAME}_best.npz", paths["best"])
+    return run
+
+
+def train(args, on_iteration, years, counts, names):
+    """The training run of :func:`main` (inside :func:`pyode.interrupt.catch`)."""
+    t = years - YEAR0
+    mean, std = counts.mean(axis=0), counts.std(axis=0)
+    z = (counts - mean) / std
+    out = args.out
     paths = {"figure": out / f"{NAME}.png", "final": out / f"{NAME}_final.npz",
              "best": out / f"{NAME}_best.npz", "checkpoint": out / f"{NAME}_checkpoint.npz"}
+    run = _open_run(args, paths, z)
     iters, lr = run.settings["iters"], run.settings["lr"]
     log_every = max(1, iters // 10)
     save_every = run.settings["save_every"]
     f, z0 = run.f, run.z0
+    first_it = run.it
     LOG.info("lynx_hare: %d years (%d-%d), species %s, MLP 2-%d-2, %d iterations%s",
              len(years), years[0], years[-1], names, run.settings["hidden"], iters,
              f" from iteration {run.it}" if run.it else "")
@@ -360,32 +452,32 @@ def main(argv=None, on_iteration=None):
             if bar.bar and (it % log_every == 0 or it == iters):
                 bar.write(f"iter {it:5d} | mse (standardised) {loss:.5f} | backward nfev "
                           f"{nfev_b:4d} | {time.perf_counter() - start:5.1f} s")
+            # The snapshot first: an interrupt during the save then goes back to this
+            # iteration, and the handler writes the same checkpoint again.
+            last = run.snapshot()
             if it % save_every == 0:
                 run.save(paths["checkpoint"], paths["best"])
-            last = run.snapshot()
             bar.update(1, mse=loss, nfev=nfev_b)
             if on_iteration is not None:
                 on_iteration(it)
+            interrupt.check()       # a Ctrl-C that a Numba callback swallowed stops here
     except KeyboardInterrupt:
-        bar.close()
-        run.restore(last)
-        run.save(paths["checkpoint"], paths["best"])
-        figure()
-        print(f"lynx_hare: interrupted after iteration {run.it} of {iters}; wrote "
-              f"{paths['checkpoint']} and {paths['figure']}; resume with: python "
-              f"examples/lynx_hare.py --resume {paths['checkpoint']}", file=sys.stderr)
-        raise SystemExit(130) from None
+        with interrupt.shielded():  # a second Ctrl-C waits until the files are written
+            bar.close()
+            run.restore(last)
+            _stop(run, first_it, iters, paths, figure, args)
     finally:
         bar.close()
 
-    loss = evaluate(f, z0, t, z)
-    if loss < run.best_loss:
-        run.best_loss, run.best = loss, (f.params.copy(), z0.copy(), run.it)
-    save_model(paths["final"], f, z0, run.it)
-    run.save(paths["checkpoint"], paths["best"])
+    with interrupt.shielded():
+        loss = evaluate(f, z0, t, z)
+        if loss < run.best_loss:
+            run.best_loss, run.best = loss, (f.params.copy(), z0.copy(), run.it)
+        save_model(paths["final"], f, z0, run.it)
+        run.save(paths["checkpoint"], paths["best"])
+        figure()
     # The logged best loss is computed from the file, as --evaluate does.
     best_loss = evaluate(*load_model(paths["best"]), t, z)
-    figure()
 
     fitted = odeint(f, z0, t, rtol=RTOL, atol=ATOL) * std + mean
     base = np.broadcast_to(mean, counts.shape)
@@ -403,8 +495,24 @@ def main(argv=None, on_iteration=None):
     return {"final_loss": loss, "best_loss": best_loss, **paths}
 
 
+def _stop(run, first_it, iters, paths, figure, args):
+    """End an interrupted run: the checkpoint of the last completed iteration (and the best
+    model; pure NumPy, first), then the figure if it can be drawn, one line on stderr, exit
+    status 130."""
+    by = _cli.interrupted_by()
+    if run.it == first_it:
+        kept = ("no checkpoint written" if args.resume is None else
+                f"{args.resume} is unchanged; resume with: python examples/lynx_hare.py "
+                f"--resume {args.resume}")
+        _cli.exit_interrupted(f"lynx_hare: interrupted{by} before any iteration completed "
+                              f"(at iteration {run.it} of {iters}); {kept}")
+    run.save(paths["checkpoint"], paths["best"])
+    note = _cli.attempt(figure, f"the figure {paths['figure']}")
+    wrote = f"{paths['checkpoint']}" + ("" if note else f" and {paths['figure']}")
+    _cli.exit_interrupted(f"lynx_hare: interrupted{by} after iteration {run.it} of {iters}; "
+                          f"wrote {wrote}{note}; resume with: python examples/lynx_hare.py "
+                          f"--resume {paths['checkpoint']}")
+
+
 if __name__ == "__main__":
-    try:
-        main()
-    except (pyode.SaveFormatError, FileNotFoundError) as exc:   # --resume / --evaluate PATH
-        raise SystemExit(f"lynx_hare: {exc}") from None
+    _cli.run(NAME, main)

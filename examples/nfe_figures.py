@@ -29,9 +29,10 @@ Usage::
     python examples/nfe_figures.py --epochs 10 --seed 1 --out /tmp/nfe
     python examples/nfe_figures.py --epochs 1 --subset 200 --tolerances 1e-2 1e-4   # smoke run
 
-Progress is a tqdm bar on a terminal (if installed), log lines otherwise. On Ctrl-C the script
-stops, writes the figure and the JSON of what it has measured so far and exits with status
-130. Writes ``OUT/nfe_figures.png`` and ``OUT/nfe_figures.json`` and prints their paths.
+Progress is a tqdm bar on a terminal (if installed), log lines otherwise. On Ctrl-C or SIGTERM
+(:mod:`pyode.interrupt`) the script stops, writes the JSON and then the figure of what it has
+measured so far and exits with status 130. Writes ``OUT/nfe_figures.png`` and
+``OUT/nfe_figures.json`` and prints their paths.
 
 References
 ----------
@@ -43,14 +44,15 @@ Math. 6 (1980) 19-26 (the 5(4) pair).
 import argparse
 import json
 import logging
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-import odenet_digits as digits
-from pyode import odeint
+import odenet_digits as digits  # also puts this folder (_cli.py) on sys.path
+from pyode import interrupt, odeint
+
+import _cli  # noqa: E402  (after odenet_digits, which makes it importable)
 
 LOG = logging.getLogger("nfe_figures")
 
@@ -195,10 +197,11 @@ def plot(path, points, fitted, hist):
 
 
 def parse_args(argv=None):
+    """The options, checked (one line and status 2 for a mistake); creates ``args.out``."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS,
+    parser.add_argument("--epochs", type=_cli.positive_int, default=DEFAULT_EPOCHS,
                         help=f"training epochs of the ODE-Net (default {DEFAULT_EPOCHS})")
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED,
+    parser.add_argument("--seed", type=_cli.nonnegative_int, default=DEFAULT_SEED,
                         help=f"seed of the initialisation, batches and noise (default "
                              f"{DEFAULT_SEED})")
     parser.add_argument("--out", type=Path, default=Path("out"),
@@ -208,17 +211,15 @@ def parse_args(argv=None):
     parser.add_argument("--tolerances", type=float, nargs="+", default=list(TOLERANCES),
                         help="rtol = atol values of the sweep (default 1e-1 ... 1e-8)")
     args = parser.parse_args(argv)
-    if args.epochs < 1:
-        parser.error(f"--epochs must be positive; got {args.epochs}")
-    if args.seed < 0:
-        parser.error(f"--seed must be non-negative; got {args.seed}")
     if args.subset is not None and args.subset < 10:
-        parser.error(f"--subset must be at least 10 images; got {args.subset}")
+        parser.error(f"argument --subset: must be at least 10 images; got {args.subset}")
     bad = [tol for tol in args.tolerances if not 1e-11 <= tol < 1]
     if bad:
-        parser.error(f"--tolerances must lie in [1e-11, 1) (the reference solve uses "
-                     f"{REFERENCE_TOL:g}); got {bad}")
+        parser.error(f"argument --tolerances: must lie in [1e-11, 1) (the reference solve "
+                     f"uses {REFERENCE_TOL:g}); got {bad}")
     args.tolerances = sorted(set(args.tolerances), reverse=True)
+    digits.require_packages(parser)
+    args.out = _cli.output_dir(parser, args.out)
     return args
 
 
@@ -234,13 +235,19 @@ def main(argv=None, on_epoch=None):
     Raises
     ------
     SystemExit
-        Code 130 after a Ctrl-C (the figure and the JSON are written first).
+        Code 130 after a Ctrl-C or SIGTERM (the JSON, then the figure, are written first);
+        code 2 for a mistake on the command line.
     """
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    with interrupt.catch():
+        return run(args, on_epoch)
+
+
+def run(args, on_epoch=None):
+    """The work of :func:`main` (inside :func:`pyode.interrupt.catch`)."""
     data = digits.load_data(args.subset)
     x_te, y_te = data[2], data[3]
-    args.out.mkdir(parents=True, exist_ok=True)
     paths = {"figure": args.out / f"{NAME}.png", "json": args.out / f"{NAME}.json"}
     model = digits.build_model("odenet", args.seed)
     LOG.info("nfe_figures: training the ODE-Net for %d epochs on %d images", args.epochs,
@@ -259,25 +266,31 @@ def main(argv=None, on_epoch=None):
                 LOG.info("tol %.0e: NFE-F %.1f, NFE-B %.1f, error %.2e", tol,
                          points[-1]["nfe_forward"], points[-1]["nfe_backward"],
                          points[-1]["error"])
+                interrupt.check()
         except KeyboardInterrupt:
             interrupted = True
         block.rtol = block.atol = digits.ODE_TOL
-    fitted = slopes(points, hist)
-    report = format_report(points, fitted, hist)
-    paths["json"].write_text(json.dumps({"points": points, "slopes": fitted,
-                                         "history": hist, "args": vars(args) | {
-                                             "out": str(args.out)}}, indent=1),
-                             encoding="utf-8")
-    plot(paths["figure"], points, fitted, hist)
-    print(report)
-    if interrupted:
-        print(f"{NAME}: interrupted; wrote what was measured so far to {paths['figure']} and "
-              f"{paths['json']}", file=sys.stderr)
-        raise SystemExit(130)
+    with interrupt.shielded():          # a Ctrl-C now waits until the files are written
+        fitted = slopes(points, hist)
+        report = format_report(points, fitted, hist)
+        paths["json"].write_text(json.dumps({"points": points, "slopes": fitted,
+                                             "history": hist, "args": vars(args) | {
+                                                 "out": str(args.out)}}, indent=1),
+                                 encoding="utf-8")
+        figure = (lambda: plot(paths["figure"], points, fitted, hist))
+        print(report)
+        if interrupted:
+            note = _cli.attempt(figure, f"the figure {paths['figure']}")
+            done = ("no epoch completed" if not hist["loss"]
+                    else "wrote what was measured so far")
+            _cli.exit_interrupted(f"{NAME}: interrupted{_cli.interrupted_by()}; {done}: "
+                                  f"{paths['json']}"
+                                  + ("" if note else f" and {paths['figure']}") + note)
+        figure()
     for key in ("figure", "json"):
         print(paths[key])
     return {"points": points, "slopes": fitted, "history": hist, **paths}
 
 
 if __name__ == "__main__":
-    main()
+    _cli.run(NAME, main)

@@ -58,12 +58,13 @@ Usage::
     python examples/odenet_digits.py --epochs 5 --models mlp odenet --out /tmp/digits
     python examples/odenet_digits.py --subset 200 --epochs 1    # smoke run (seconds)
 
-Progress is a tqdm bar on a terminal (if installed), log lines otherwise. On Ctrl-C the script
-stops training, writes the table and the figure of the models so far (the interrupted one at
-its last completed epoch) and exits with status 130. Writes ``OUT/odenet_digits.txt`` (the
-tables), ``OUT/odenet_digits.json`` (every number and the per-epoch history) and
-``OUT/odenet_digits.png`` (training loss and test error per epoch; peak memory against the
-evaluations of the residual function or field in the forward pass), and prints their paths.
+Progress is a tqdm bar on a terminal (if installed), log lines otherwise. On Ctrl-C or SIGTERM
+(:mod:`pyode.interrupt`) the script stops training, writes the table and then the figure of
+the models so far (the interrupted one at its last completed batch) and exits with status
+130. Writes ``OUT/odenet_digits.txt`` (the tables), ``OUT/odenet_digits.json`` (every number
+and the per-epoch history) and ``OUT/odenet_digits.png`` (training loss and test error per
+epoch; peak memory against the evaluations of the residual function or field in the forward
+pass), and prints their paths.
 
 References
 ----------
@@ -87,8 +88,12 @@ from pathlib import Path
 
 import numpy as np
 
-from pyode import AdjointReconstructionWarning, losses, nn, optim
+from pyode import AdjointReconstructionWarning, interrupt, losses, nn, optim
 from pyode.progress import progress
+
+if str(Path(__file__).resolve().parent) not in sys.path:    # _cli.py, beside this script
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _cli  # noqa: E402
 
 LOG = logging.getLogger("odenet_digits")
 
@@ -253,8 +258,10 @@ def gradient_memory(model, xb, yb, numpy_path=False):
 def train(kind, model, data, epochs, seed, on_epoch=None):
     """Train ``model`` in place; return its history (a dict of per-epoch lists).
 
-    A ``KeyboardInterrupt`` (Ctrl-C, or raised by ``on_epoch(kind, epoch)``) ends training;
-    the history then holds the completed epochs and ``history["interrupted"]`` is True.
+    A ``KeyboardInterrupt`` (Ctrl-C or SIGTERM under :func:`pyode.interrupt.catch`, also one
+    that a Numba callback swallowed: :func:`pyode.interrupt.check` after each batch raises it
+    again; or raised by ``on_epoch(kind, epoch)``) ends training; the history then holds the
+    completed epochs and ``history["interrupted"]`` is True.
     """
     x_tr, y_tr, x_te, y_te = data
     rng = np.random.default_rng(seed)
@@ -281,6 +288,7 @@ def train(kind, model, data, epochs, seed, on_epoch=None):
                 hist["recon_warnings"] += int(warned)
                 hist["batches"] += 1
                 bar.update(1, loss=loss, epoch=epoch)
+                interrupt.check()
             elapsed = time.perf_counter() - start
             err, _ = evaluate(model, x_te, y_te)
             for key, value in zip(("loss", "nfe_forward", "nfe_backward"), sums / n_batches):
@@ -445,10 +453,11 @@ def plot(path, histories, scaling):
 
 
 def parse_args(argv=None):
+    """The options, checked (one line and status 2 for a mistake); creates ``args.out``."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS,
+    parser.add_argument("--epochs", type=_cli.positive_int, default=DEFAULT_EPOCHS,
                         help=f"training epochs of each model (default {DEFAULT_EPOCHS})")
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED,
+    parser.add_argument("--seed", type=_cli.nonnegative_int, default=DEFAULT_SEED,
                         help=f"seed of the initialisation, batches and noise (default "
                              f"{DEFAULT_SEED}; the train/test split is fixed)")
     parser.add_argument("--out", type=Path, default=Path("out"),
@@ -460,13 +469,34 @@ def parse_args(argv=None):
     parser.add_argument("--no-scaling", action="store_true",
                         help="skip the memory-against-depth table")
     args = parser.parse_args(argv)
-    if args.epochs < 1:
-        parser.error(f"--epochs must be positive; got {args.epochs}")
-    if args.seed < 0:
-        parser.error(f"--seed must be non-negative; got {args.seed}")
     if args.subset is not None and args.subset < 10:
-        parser.error(f"--subset must be at least 10 images; got {args.subset}")
+        parser.error(f"argument --subset: must be at least 10 images; got {args.subset}")
+    require_packages(parser)
+    args.out = _cli.output_dir(parser, args.out)
     return args
+
+
+def require_packages(parser):
+    """Refuse to start without scikit-learn (the data) or matplotlib (the figure)."""
+    _cli.require(parser, "sklearn", "examples", "the digits data set (scikit-learn)")
+    _cli.require_matplotlib(parser)
+
+
+def measure(kind, model, hist, xb, yb):
+    """The table row of a trained (or interrupted) model, measured on the batch ``(xb, yb)``.
+
+    After an interrupt the measurement may fail — a Ctrl-C during the first solve can leave
+    Numba half-imported — and the row then has NaN memory (the error is logged).
+    """
+    try:
+        peak, _ = gradient_memory(model, xb, yb)
+    except Exception as exc:
+        if not hist["interrupted"]:
+            raise
+        LOG.warning("%s: could not measure the memory of the interrupted model (%s: %s)",
+                    LABELS[kind], type(exc).__name__, exc)
+        peak = float("nan")
+    return summarise(kind, model, hist, peak)
 
 
 def main(argv=None, on_epoch=None):
@@ -488,18 +518,25 @@ def main(argv=None, on_epoch=None):
     Raises
     ------
     SystemExit
-        Code 130 after a Ctrl-C (the table and the figure are written first).
+        Code 130 after a Ctrl-C or SIGTERM (the table, then the figure, are written first);
+        code 2 for a mistake on the command line.
     """
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    with interrupt.catch():
+        return run(args, on_epoch)
+
+
+def run(args, on_epoch=None):
+    """The work of :func:`main` (inside :func:`pyode.interrupt.catch`)."""
     data = load_data(args.subset)
-    args.out.mkdir(parents=True, exist_ok=True)
     paths = {"table": args.out / f"{NAME}.txt", "json": args.out / f"{NAME}.json",
              "figure": args.out / f"{NAME}.png"}
     LOG.info("digits: %d training / %d test images, %d epochs, models %s", len(data[1]),
              len(data[3]), args.epochs, ", ".join(args.models))
     rows, histories, trained, scaling, interrupted = [], {}, {}, [], False
     xb, yb = data[0][:BATCH], data[1][:BATCH]
+    kind = args.models[0]
     try:
         for kind in args.models:
             model = build_model(kind, args.seed)
@@ -507,39 +544,44 @@ def main(argv=None, on_epoch=None):
             hist = train(kind, model, data, args.epochs, args.seed, on_epoch)
             histories[kind], trained[kind] = hist, model
             interrupted = hist["interrupted"]
-            peak, _ = gradient_memory(model, xb, yb)
-            rows.append(summarise(kind, model, hist, peak))
+            rows.append(measure(kind, model, hist, xb, yb))
             if kind == "odenet" and not interrupted:
                 rows[-1]["peak_kib_numpy_path"] = gradient_memory(model, xb, yb,
                                                                   numpy_path=True)[0]
                 rows[-1]["backsolve_error"] = backsolve_error(model, xb, yb)
             r = rows[-1]
             LOG.info("%s: test error %.2f %%, %d parameters, peak memory %.0f KiB, %.2f "
-                     "s/epoch", LABELS[kind], 100 * r["test_error"], r["params"], peak,
-                     r["epoch_s"])
+                     "s/epoch", LABELS[kind], 100 * r["test_error"], r["params"],
+                     r["peak_kib"], r["epoch_s"])
             if interrupted:
                 break
         if not (args.no_scaling or interrupted):
             scaling = memory_scaling(trained, data, args.seed)
     except KeyboardInterrupt:           # Ctrl-C outside a training loop (a measurement)
         interrupted = True
-    text = format_table(rows, scaling, len(data[1]), len(data[3]))
-    paths["table"].write_text(text + "\n", encoding="utf-8")
-    paths["json"].write_text(json.dumps({"rows": rows, "scaling": scaling,
-                                         "history": histories, "args": {
-                                             "epochs": args.epochs, "seed": args.seed,
-                                             "subset": args.subset}}, indent=1),
-                             encoding="utf-8")
-    plot(paths["figure"], histories, scaling)
-    print(text)
-    if interrupted:
-        print(f"{NAME}: interrupted during {LABELS[kind]}; wrote the table of the models so far "
-              f"to {paths['table']} and {paths['figure']}", file=sys.stderr)
-        raise SystemExit(130)
+    with interrupt.shielded():          # a Ctrl-C now waits until the files are written
+        text = format_table(rows, scaling, len(data[1]), len(data[3]))
+        paths["table"].write_text(text + "\n", encoding="utf-8")
+        paths["json"].write_text(json.dumps({"rows": rows, "scaling": scaling,
+                                             "history": histories, "args": {
+                                                 "epochs": args.epochs, "seed": args.seed,
+                                                 "subset": args.subset}}, indent=1),
+                                 encoding="utf-8")
+        figure = (lambda: plot(paths["figure"], histories, scaling))
+        print(text)
+        if interrupted:
+            note = _cli.attempt(figure, f"the figure {paths['figure']}")
+            done = "no epoch completed" if not any(h["loss"] for h in histories.values()) \
+                else "wrote the table of the models so far"
+            _cli.exit_interrupted(
+                f"{NAME}: interrupted{_cli.interrupted_by()} during {LABELS[kind]}; {done}: "
+                f"{paths['table']}, {paths['json']}"
+                + ("" if note else f" and {paths['figure']}") + note)
+        figure()
     for key in ("table", "json", "figure"):
         print(paths[key])
     return {"rows": rows, "scaling": scaling, **paths}
 
 
 if __name__ == "__main__":
-    main()
+    _cli.run(NAME, main)

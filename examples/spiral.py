@@ -32,8 +32,12 @@ time, and keeps the model with the lowest full loss in ``OUT/spiral_best.npz``
 (``f.save``; ``pyode.nn.load`` reads it). Every ``--save-every`` iterations it writes the
 training state (model, Adam, iteration, batch generator, best loss) to
 ``OUT/spiral_checkpoint.npz``; ``--resume`` continues from it, bit-identically to a run that
-was never interrupted. On Ctrl-C it writes the checkpoint of the last completed iteration and
-the figure of the model so far, says how to resume and exits with status 130. At the end it
+was never interrupted; resumed into another ``--out``, it copies the best model there first.
+On Ctrl-C or SIGTERM (:mod:`pyode.interrupt`; also a Ctrl-C that Numba swallowed, after that
+iteration) it writes the checkpoint of the last completed iteration, then the figure of the
+model so far (a figure that fails is named), says in one line how to resume and exits with
+status 130; a second Ctrl-C waits until the files are written. A mistake on the command line
+is one line and status 2 (``examples/_cli.py``). At the end it
 writes the final model (``OUT/spiral_final.npz``), the checkpoint and a figure with x(t) and
 y(t), the phase portrait and the learned vector field, logs the final and the best full loss
 (all digits: ``--evaluate`` on the saved file prints the same number) and prints the paths.
@@ -55,8 +59,12 @@ from pathlib import Path
 import numpy as np
 
 import pyode
-from pyode import losses, nn, odeint, odeint_adjoint, optim
+from pyode import interrupt, losses, nn, odeint, odeint_adjoint, optim
 from pyode.progress import progress
+
+if str(Path(__file__).resolve().parent) not in sys.path:    # _cli.py, beside this script
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _cli  # noqa: E402
 
 LOG = logging.getLogger("spiral")
 
@@ -189,26 +197,31 @@ def plot(path, f, t, true_y, pred_y):
 
 
 def parse_args(argv=None):
+    """The options, checked: every mistake ends the script with one line and status 2.
+
+    Also settles ``args.out`` (not for ``--evaluate``): the directory given, the checkpoint's
+    with ``--resume``, else ``out/``; created if missing and checked to be writable.
+    """
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     # Settings that fix the training run default to None: a fresh run fills in the defaults,
     # --resume the checkpoint's values (giving one explicitly overrides it).
-    parser.add_argument("--iters", type=int, default=None,
+    parser.add_argument("--iters", type=_cli.positive_int, default=None,
                         help=f"training iterations in all (default {DEFAULT_ITERS}; with "
                              "--resume, the checkpoint's)")
-    parser.add_argument("--seed", type=int, default=None,
+    parser.add_argument("--seed", type=_cli.nonnegative_int, default=None,
                         help=f"seed of the model initialisation and the batches (default "
                              f"{DEFAULT_SEED}; ignored with --resume)")
     parser.add_argument("--out", type=Path, default=None,
                         help="output directory, created if missing (default out/; with "
                              "--resume, the checkpoint's directory)")
-    parser.add_argument("--test-freq", type=int, default=None,
+    parser.add_argument("--test-freq", type=_cli.positive_int, default=None,
                         help=f"evaluate the full loss, report and keep the best model every "
                              f"this many iterations (default {DEFAULT_TEST_FREQ}; with "
                              "--resume, the checkpoint's)")
-    parser.add_argument("--save-every", type=int, default=None,
+    parser.add_argument("--save-every", type=_cli.positive_int, default=None,
                         help="write OUT/spiral_checkpoint.npz every this many iterations "
                              "(default: --test-freq; with --resume, the checkpoint's)")
-    parser.add_argument("--lr", type=float, default=None,
+    parser.add_argument("--lr", type=_cli.positive_float, default=None,
                         help=f"initial Adam learning rate, cosine-decayed to 0 "
                              f"(default {DEFAULT_LR}; with --resume, the checkpoint's)")
     parser.add_argument("--resume", type=Path, default=None, metavar="PATH",
@@ -217,26 +230,49 @@ def parse_args(argv=None):
                         help="print the full-trajectory loss of the model saved in PATH "
                              "(a model file or a checkpoint) and exit")
     args = parser.parse_args(argv)
-    for name in ("iters", "test_freq", "save_every"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            parser.error(f"--{name.replace('_', '-')} must be positive; got {value}")
-    if args.lr is not None and not args.lr > 0:
-        parser.error(f"--lr must be positive; got {args.lr}")
     if args.resume is not None and args.evaluate is not None:
         parser.error("--resume and --evaluate exclude each other")
+    if args.evaluate is not None:
+        _cli.input_file(parser, args.evaluate, "--evaluate",
+                        [f"{NAME}_best.npz", f"{NAME}_final.npz", f"{NAME}_checkpoint.npz"])
+        return args
+    if args.resume is not None:
+        _cli.input_file(parser, args.resume, "--resume", [f"{NAME}_checkpoint.npz"])
+    _cli.require_matplotlib(parser)
+    if args.out is not None:
+        args.out = _cli.output_dir(parser, args.out)
+    elif args.resume is not None:
+        args.out = _cli.output_dir(parser, args.resume.parent,
+                                   default_note="the checkpoint's directory")
+    else:
+        args.out = _cli.output_dir(parser, Path("out"), default_note="the default")
     return args
 
 
+#: What --evaluate takes, for its error messages.
+EVALUATE_ACCEPTS = (f"a model file (OUT/{NAME}_best.npz or OUT/{NAME}_final.npz) or a training "
+                    f"checkpoint (OUT/{NAME}_checkpoint.npz) written by examples/{NAME}.py")
+#: What --resume takes.
+RESUME_ACCEPTS = (f"the training checkpoint OUT/{NAME}_checkpoint.npz written by "
+                  f"examples/{NAME}.py (a model file is for --evaluate)")
+
+
 def load_model_file(path):
-    """The field saved in ``path``: a model file (``f.save``) or a checkpoint's model."""
+    """The field saved in ``path``: a model file (``f.save``) or a checkpoint's model.
+
+    Raises
+    ------
+    pyode.SaveFormatError
+        Neither kind of pyode file, or a checkpoint without a model.
+    """
     try:
         return nn.load(path)
-    except pyode.SaveFormatError:
-        model = pyode.load_checkpoint(path).model
+    except pyode.SaveFormatError as exc:
+        if exc.found != "pyode.checkpoint":
+            raise
+    model = pyode.load_checkpoint(path).model
     if model is None:
-        raise pyode.SaveFormatError(path, "a checkpoint without a model; pass the best or "
-                                          "final model file or a training checkpoint")
+        raise pyode.SaveFormatError(path, "a training checkpoint without a model")
     return model
 
 
@@ -282,6 +318,13 @@ class Run:
 
     @classmethod
     def resume(cls, args):
+        """The run of the checkpoint ``args.resume``.
+
+        Raises
+        ------
+        pyode.SaveFormatError, OSError
+            The file is not a checkpoint of this script (or cannot be read).
+        """
         ck = pyode.load_checkpoint(args.resume)
         extra = ck.extra
         needed = {"iters", "lr", "seed", "test_freq", "save_every", "best_loss", "best_it"}
@@ -296,20 +339,41 @@ class Run:
                 LOG.warning("%s %s differs from the checkpoint's %s: the learning-rate "
                             "schedule changes, so the result will differ from an "
                             "uninterrupted run", flag, given, saved)
-        if args.seed is not None and args.seed != extra["seed"]:
-            LOG.warning("--seed %d is ignored: the model and the batch generator come from "
-                        "the checkpoint (seed %d)", args.seed, extra["seed"])
+        if args.seed is not None:
+            LOG.warning("--seed %d is ignored with --resume: the model and the batch generator "
+                        "come from the checkpoint (seed %d)", args.seed, extra["seed"])
         iters = iters if args.iters is None else args.iters
         lr = lr if args.lr is None else args.lr
         if ck.step > iters:
-            raise SystemExit(f"spiral: the checkpoint {args.resume} is at iteration {ck.step}, "
-                             f"past --iters {iters}; pass a larger --iters")
+            _cli.error(f"argument --iters: the checkpoint {args.resume} is at iteration "
+                       f"{ck.step}, past --iters {iters}; pass a larger --iters")
         f = ck.model
         opt = optim.Adam(f.params, lr=lr)
         opt.load_state_dict(ck.optimizer)
         return cls(f, opt, ck.rng, ck.step, iters, lr, extra["seed"],
                    args.test_freq or extra["test_freq"], args.save_every or extra["save_every"],
                    extra["best_loss"], extra["best_it"])
+
+    def carry_best(self, source, target):
+        """Make ``target`` hold the best model of the checkpoint, which is ``source``.
+
+        A run resumed into another directory copies the best file over, so the best of the
+        whole run is in its output directory even if the resumed part never beats it. If the
+        file is missing (the checkpoint was moved without it), the best is forgotten with a
+        warning: the resumed part then keeps its own best, and the file reported at the end
+        always exists.
+        """
+        if self.best_it == 0:            # no evaluation yet: no best file to carry
+            return
+        if not source.is_file():
+            LOG.warning("the best model of iteration %d (full loss %r) should be in %s, which "
+                        "does not exist: %s will hold the best model of the resumed "
+                        "iterations only", self.best_it, self.best_loss, source, target)
+            self.best_loss, self.best_it = math.inf, 0
+        elif not _cli.same_file(source, target):
+            _cli.copy_file(source, target)
+            LOG.info("copied the best model so far (iteration %d) from %s to %s",
+                     self.best_it, source, target)
 
     def snapshot(self):
         """Copies of the mutable state, for :meth:`restore` (cheap: ~800 floats)."""
@@ -351,24 +415,48 @@ def main(argv=None, on_iteration=None):
     Raises
     ------
     SystemExit
-        Code 130 after a Ctrl-C (the checkpoint and the figure are written first).
+        Code 130 after a Ctrl-C or SIGTERM (the checkpoint and the figure are written first);
+        code 2 for a mistake on the command line, or a file given that is not the right kind.
     """
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    t, true_y = make_data()
-    if args.evaluate is not None:
-        _, total = full_loss(load_model_file(args.evaluate), t, true_y)
-        LOG.info("full-trajectory loss (mean |pred - true|) of %s:", args.evaluate)
-        print(repr(total))
-        return {"loss": total}
+    with interrupt.catch():
+        if args.evaluate is not None:
+            try:
+                model = load_model_file(args.evaluate)
+            except (pyode.SaveFormatError, OSError) as exc:
+                _cli.file_error("--evaluate", args.evaluate, exc, EVALUATE_ACCEPTS)
+            t, true_y = make_data()
+            _, total = full_loss(model, t, true_y)
+            LOG.info("full-trajectory loss (mean |pred - true|) of %s:", args.evaluate)
+            print(repr(total))
+            return {"loss": total}
+        return train(args, on_iteration)
 
-    run = Run.resume(args) if args.resume is not None else Run.fresh(args)
-    out = args.out or (args.resume.parent if args.resume is not None else Path("out"))
-    out.mkdir(parents=True, exist_ok=True)
+
+def _open_run(args, paths):
+    """The run to train: fresh, or the checkpoint of ``--resume`` (its best model carried to
+    ``paths["best"]``); a checkpoint that is not one of this script ends it (status 2)."""
+    if args.resume is None:
+        return Run.fresh(args)
+    try:
+        run = Run.resume(args)
+    except (pyode.SaveFormatError, OSError) as exc:
+        _cli.file_error("--resume", args.resume, exc, RESUME_ACCEPTS)
+    run.carry_best(args.resume.parent / f"{NAME}_best.npz", paths["best"])
+    return run
+
+
+def train(args, on_iteration=None):
+    """The training run of :func:`main` (inside :func:`pyode.interrupt.catch`)."""
+    out = args.out
     paths = {"figure": out / f"{NAME}.png", "final": out / f"{NAME}_final.npz",
              "best": out / f"{NAME}_best.npz", "checkpoint": out / f"{NAME}_checkpoint.npz"}
+    t, true_y = make_data()
+    run = _open_run(args, paths)
     test_freq, save_every = run.test_freq, run.save_every
     f = run.f
+    first_it = run.it
     LOG.info("spiral: %d iterations%s, batch %d windows x %d points, MLP 2-50-2 (%d params)",
              run.iters, f" from iteration {run.it}" if run.it else "", BATCH_SIZE, BATCH_TIME,
              f.n_params)
@@ -392,28 +480,32 @@ def main(argv=None, on_iteration=None):
                     bar.write(f"iter {it:5d} | batch loss {loss:.4f} | full loss {total:.4f} "
                               f"| backward nfev {nfev_b:3.0f} | "
                               f"{time.perf_counter() - start:5.1f} s")
+            # The snapshot first: an interrupt during the save then goes back to this
+            # iteration, and the handler writes the same checkpoint again.
+            last = run.snapshot()
             if it % save_every == 0:
                 run.save(paths["checkpoint"])
-            last = run.snapshot()
             bar.update(1, **postfix)
             if on_iteration is not None:
                 on_iteration(it)
+            interrupt.check()       # a Ctrl-C that a Numba callback swallowed stops here
     except KeyboardInterrupt:
-        bar.close()
-        run.restore(last)
-        run.save(paths["checkpoint"])
-        plot(paths["figure"], f, t, true_y, full_loss(f, t, true_y)[0])
-        print(f"spiral: interrupted after iteration {run.it} of {run.iters}; wrote "
-              f"{paths['checkpoint']} and {paths['figure']}; resume with: python "
-              f"examples/spiral.py --resume {paths['checkpoint']}", file=sys.stderr)
-        raise SystemExit(130) from None
+        with interrupt.shielded():  # a second Ctrl-C waits until the files are written
+            bar.close()
+            run.restore(last)
+            _stop(run, first_it, paths, lambda: plot(paths["figure"], f, t, true_y,
+                                                     full_loss(f, t, true_y)[0]), args)
     finally:
         bar.close()
 
-    pred_y, total = full_loss(f, t, true_y)
-    f.save(paths["final"])
-    run.save(paths["checkpoint"])
-    plot(paths["figure"], f, t, true_y, pred_y)
+    with interrupt.shielded():
+        pred_y, total = full_loss(f, t, true_y)
+        if total < run.best_loss:   # only when no best is known (a resume without one)
+            f.save(paths["best"])
+            run.best_loss, run.best_it = total, run.it
+        f.save(paths["final"])
+        run.save(paths["checkpoint"])
+        plot(paths["figure"], f, t, true_y, pred_y)
     LOG.info("final full-trajectory loss (mean |pred - true|): %.4f", total)
     LOG.info("best full-trajectory loss %r at iteration %d, saved in %s (python "
              "examples/spiral.py --evaluate %s prints it again)", run.best_loss, run.best_it,
@@ -423,8 +515,23 @@ def main(argv=None, on_iteration=None):
     return {"final_loss": total, "best_loss": run.best_loss, "best_it": run.best_it, **paths}
 
 
+def _stop(run, first_it, paths, figure, args):
+    """End an interrupted run: the checkpoint of the last completed iteration (pure NumPy,
+    first), then the figure if it can be drawn, one line on stderr, exit status 130."""
+    by = _cli.interrupted_by()
+    if run.it == first_it:
+        kept = ("no checkpoint written" if args.resume is None else
+                f"{args.resume} is unchanged; resume with: python examples/spiral.py --resume "
+                f"{args.resume}")
+        _cli.exit_interrupted(f"spiral: interrupted{by} before any iteration completed "
+                              f"(at iteration {run.it} of {run.iters}); {kept}")
+    run.save(paths["checkpoint"])
+    note = _cli.attempt(figure, f"the figure {paths['figure']}")
+    wrote = f"{paths['checkpoint']}" + ("" if note else f" and {paths['figure']}")
+    _cli.exit_interrupted(f"spiral: interrupted{by} after iteration {run.it} of {run.iters}; "
+                          f"wrote {wrote}{note}; resume with: python examples/spiral.py "
+                          f"--resume {paths['checkpoint']}")
+
+
 if __name__ == "__main__":
-    try:
-        main()
-    except (pyode.SaveFormatError, FileNotFoundError) as exc:   # --resume / --evaluate PATH
-        raise SystemExit(f"spiral: {exc}") from None
+    _cli.run(NAME, main)

@@ -87,8 +87,23 @@ class SaveFormatError(ValueError):
     ----------
     path : str
         The file that was read.
+    problem : str
+        What is wrong with it, without the file name and without ``fix``.
+    fix : str or None
+        What to do, in terms of pyode's functions (``"read it with pyode.nn.load(path)"``); a
+        command-line tool that wraps the reader can put its own option in its place.
+    found : str or None
+        The kind of pyode file found when it is the other kind (``"pyode.model"`` or
+        ``"pyode.checkpoint"``), else None.
     """
 
-    def __init__(self, path, problem):
+    def __init__(self, path, problem, fix=None, found=None):
         self.path = str(path)
-        super().__init__(f"{self.path}: {problem}")
+        self.problem = str(problem)
+        self.fix = fix
+        self.found = found
+        message = f"{self.path}: {self.problem}"
+        super().__init__(message if fix is None else f"{message}; {fix}")
+
+    def __reduce__(self):            # pickle (multiprocessing) with all four arguments
+        return type(self), (self.path, self.problem, self.fix, self.found)

@@ -46,7 +46,10 @@ class Optimizer:
     params : ndarray, shape (P,)
         The very array passed in (not a copy).
     lr : float
-        May be changed between steps (for schedules).
+        May be changed between steps (for schedules), also to 0 (a schedule that decays to
+        exactly 0, such as a cosine ending at the last step); a state with ``lr == 0`` loads.
+        Only the constructor requires ``lr > 0``: an optimiser built to take no steps is a
+        mistake, one whose schedule has reached 0 is not.
     n_steps : int
         Number of calls to :meth:`step` so far.
     """
@@ -55,6 +58,8 @@ class Optimizer:
     _HYPER = {}
     #: Names of the buffer attributes, each an ndarray of the shape and dtype of ``params``.
     _BUFFERS = ()
+    #: Buffers that are running means of g² (so never negative), name -> what they hold.
+    _NONNEGATIVE = {}
 
     def __init__(self, params: np.ndarray, lr: float) -> None:
         if not isinstance(params, np.ndarray):
@@ -121,10 +126,12 @@ class Optimizer:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Take over a state from :meth:`state_dict` (e.g. read from a checkpoint).
 
-        Everything is checked before anything changes; then lr, n_steps and the
-        hyper-parameters are set and the buffers are copied into the optimiser's own arrays
-        (cast to the dtype of ``params``). ``params`` stays the same array: the optimiser goes
-        on updating the model it was built on.
+        Everything is checked before anything changes (``lr`` finite and >= 0, the
+        hyper-parameters in their ranges, the buffers finite and, for Adam's ``v`` and
+        RMSprop's ``square_avg``, >= 0); then lr, n_steps and the hyper-parameters are set
+        and the buffers are copied into the optimiser's own arrays (cast to the dtype of
+        ``params``). ``params`` stays the same array: the optimiser goes on updating the model
+        it was built on.
 
         Parameters
         ----------
@@ -138,7 +145,9 @@ class Optimizer:
             ``state`` is not a dict, or a value has the wrong type.
         ValueError
             ``state["kind"]`` is another optimiser class; keys are missing or unknown; a
-            buffer's shape differs from that of ``params``; a value is out of range.
+            buffer's shape differs from that of ``params``; a value is out of range; a buffer
+            has a NaN or infinite entry, or a negative one where it holds a mean of g² (the
+            state is damaged).
         """
         mine = type(self).__name__
         if not isinstance(state, dict):
@@ -158,7 +167,8 @@ class Optimizer:
             raise ValueError(
                 f"state for optim.{mine} must have the keys {sorted(expected)}; missing "
                 f"{missing}, unknown {unknown}: pass the dict returned by state_dict()")
-        lr = _check_real(state["lr"], "state['lr']", low=0.0, low_open=True)
+        # lr >= 0, not > 0 as in the constructor: a schedule may have decayed it to exactly 0.
+        lr = _check_real(state["lr"], "state['lr']", low=0.0)
         n_steps = state["n_steps"]
         if (not isinstance(n_steps, numbers.Integral) or isinstance(n_steps, (bool, np.bool_))
                 or n_steps < 0):
@@ -180,12 +190,29 @@ class Optimizer:
                     or np.issubdtype(value.dtype, np.integer)):
                 raise TypeError(f"state[{name!r}] must be a float array; got dtype "
                                 f"{value.dtype}")
+            self._check_buffer(name, value)
             buffers[name] = value
         self.lr = lr
         self.n_steps = int(n_steps)
         self._set_hyperparameters(hyper)
         for name, value in buffers.items():
             getattr(self, name)[...] = value
+
+
+    def _check_buffer(self, name, value):
+        """ValueError for a NaN or infinite entry, or a negative one in a mean of g²."""
+        mine = type(self).__name__
+        ok = np.isfinite(value)
+        rule = "finite"
+        if name in self._NONNEGATIVE:
+            ok &= value >= 0
+            rule = f"finite and >= 0 ({self._NONNEGATIVE[name]})"
+        if not ok.all():
+            bad = int(np.flatnonzero(~ok)[0])
+            raise ValueError(
+                f"state[{name!r}] of optim.{mine} must be {rule}; entry {bad} is "
+                f"{float(value[bad])!r}: the state is damaged; load an unchanged state_dict() "
+                f"or start a new optim.{mine}(params)")
 
 
 class SGD(Optimizer):
@@ -263,6 +290,7 @@ class Adam(Optimizer):
     _HYPER = {"beta1": {"low": 0.0, "high": 1.0}, "beta2": {"low": 0.0, "high": 1.0},
               "eps": {"low": 0.0, "low_open": True}}
     _BUFFERS = ("m", "v")
+    _NONNEGATIVE = {"v": "a running mean of g², never negative"}
 
     def __init__(self, params: np.ndarray, lr: float = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
@@ -329,6 +357,7 @@ class RMSprop(Optimizer):
 
     _HYPER = {"alpha": {"low": 0.0, "high": 1.0}, "eps": {"low": 0.0, "low_open": True}}
     _BUFFERS = ("square_avg",)
+    _NONNEGATIVE = {"square_avg": "a running mean of g², never negative"}
 
     def __init__(self, params: np.ndarray, lr: float = 1e-2, alpha: float = 0.99,
                  eps: float = 1e-8) -> None:

@@ -30,7 +30,10 @@ checks that its layers match the stored list, then copies ``params`` in.
 
 Writes are atomic: the archive is written to a temporary file in the target's directory,
 flushed and ``fsync``-ed, then renamed onto the target with :func:`os.replace`; an interrupt or
-an error leaves the old file (or none) at the path and removes the temporary file.
+an error leaves the old file (or none) at the path and removes the temporary file. The target
+is the path given or, for a symbolic link, the file it points to (the link stays a link). An
+OSError of a save names the path given and the reason, never the temporary file; ``~`` is not
+expanded (as in numpy), so ``"~/x.npz"`` names a directory ``~`` below the working directory.
 
 Design decision: PyTorch's ``torch.save`` pickles whole objects (loading a foreign file can run
 code, and files break when classes move); Equinox and Flax store only the arrays and rebuild
@@ -41,6 +44,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import json
 import os
 import tempfile
@@ -97,28 +101,72 @@ def _new_file_mode(path):
     return 0o666 & ~umask
 
 
+def _target(path):
+    """The file a save to ``path`` writes: ``path`` itself, or the file a symbolic link there
+    points to (also a link to a file not yet created), so the link stays a link.
+
+    Raises ValueError for an empty path and IsADirectoryError for a directory, before anything
+    is created.
+    """
+    if not path:
+        raise ValueError("path is empty: pass the file to write, e.g. 'model.npz'")
+    target = os.path.realpath(path) if os.path.islink(path) else path
+    if os.path.isdir(target):
+        raise IsADirectoryError(errno.EISDIR, "Is a directory (pass the path of a file to "
+                                "write, e.g. one inside it)", path)
+    return target
+
+
+def _save_error(exc, path, directory):
+    """``exc`` (an OSError of the temporary file, the rename or the write) as an OSError of the
+    same type that names ``path`` — the file the caller asked for — and the reason."""
+    reason = exc.strerror or str(exc)
+    # The directory as the caller wrote it, unless a symbolic link led elsewhere.
+    given = os.path.dirname(path) or "."
+    if not os.path.islink(path) and os.path.abspath(given) == directory:
+        directory = given
+    if isinstance(exc, FileNotFoundError) and not os.path.isdir(directory):
+        reason += f" (the directory {directory!r} does not exist: create it first"
+        if path.startswith("~"):
+            reason += "; '~' is not expanded: pass os.path.expanduser(path)"
+        reason += ")"
+    elif isinstance(exc, PermissionError):
+        reason += f" (files cannot be created in {directory!r})"
+    if exc.errno is None:
+        return OSError(f"cannot write {path!r}: {reason}")
+    return OSError(exc.errno, reason, path)
+
+
 def _atomic_savez(path, arrays):
     """Write ``arrays`` to exactly ``path`` (no ``.npz`` appended), atomically.
 
-    The archive goes to a temporary file in the directory of ``path``, is flushed and
-    ``fsync``-ed, then :func:`os.replace` puts it at ``path``. On any exception (also
-    KeyboardInterrupt) the temporary file is removed and ``path`` is left as it was.
+    The archive goes to a temporary file in the directory of the target, is flushed and
+    ``fsync``-ed, then :func:`os.replace` puts it at the target. The target is ``path``, or the
+    file it links to when ``path`` is a symbolic link (the link is kept). On any exception
+    (also KeyboardInterrupt) the temporary file is removed and the target is left as it was;
+    an OSError names ``path``, not the temporary file. ``~`` is not expanded, as in numpy.
     """
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    mode = _new_file_mode(path)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.",
-                               suffix=".tmp")
+    shown = os.fsdecode(os.fspath(path))
+    target = _target(shown)
+    directory = os.path.dirname(os.path.abspath(target))
+    mode = _new_file_mode(target)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(target)}.",
+                                   suffix=".tmp")
+    except OSError as exc:
+        raise _save_error(exc, shown, directory) from None
     try:
         with os.fdopen(fd, "wb") as fh:
             _write_npz(fh, arrays)
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
+        os.replace(tmp, target)
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise _save_error(exc, shown, directory) from None
         raise
     # Make the rename itself durable (POSIX); not possible or needed everywhere.
     with contextlib.suppress(OSError, AttributeError):
@@ -138,28 +186,28 @@ def _read_archive(path, expected):
     with open(name, "rb") as fh:         # FileNotFoundError etc. as usual
         head = fh.read(len(_NPY_MAGIC))
     if head.startswith(_NPY_MAGIC):
-        raise SaveFormatError(
-            name, f"a .npy file (one array), not a pyode .npz file; pass a file written by "
-                  f"{_WRITERS[expected]}")
+        raise SaveFormatError(name, "a .npy file (one array), not a pyode .npz file",
+                              fix=f"pass a file written by {_WRITERS[expected]}")
     if not head:
-        raise SaveFormatError(name, f"an empty file, not a pyode file (an interrupted copy?); "
-                                    f"pass a file written by {_WRITERS[expected]}")
+        raise SaveFormatError(name, "an empty file, not a pyode file (an interrupted copy?)",
+                              fix=f"pass a file written by {_WRITERS[expected]}")
     if not head.startswith(_ZIP_MAGIC):
         raise SaveFormatError(
             name, f"not a pyode file: an .npz is a zip archive starting with {_ZIP_MAGIC!r}, "
-                  f"this file starts with {head!r}; pass a file written by {_WRITERS[expected]}")
+                  f"this file starts with {head!r}",
+            fix=f"pass a file written by {_WRITERS[expected]}")
     try:
         data = np.load(name, allow_pickle=False)
     except (ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise SaveFormatError(
             name, f"not a pyode file: numpy cannot read it as an .npz archive ({exc}); it may "
-                  f"be truncated; pass a file written by {_WRITERS[expected]}") from None
+                  "be truncated", fix=f"pass a file written by {_WRITERS[expected]}") from None
     with data:
         if META_KEY not in data.files:
             raise SaveFormatError(
                 name, f"an .npz archive without pyode's metadata entry {META_KEY!r} (it holds "
-                f"{sorted(data.files)[:6]}): pyode did not write it; read it with numpy.load, "
-                f"or pass a file written by {_WRITERS[expected]}")
+                f"{sorted(data.files)[:6]}): pyode did not write it",
+                fix=f"read it with numpy.load, or pass a file written by {_WRITERS[expected]}")
         try:
             arrays = {key: data[key] for key in data.files}
         except (ValueError, EOFError, OSError, zipfile.BadZipFile) as exc:
@@ -191,9 +239,8 @@ def _check_format(name, meta, expected):
     version = meta.get("format_version")
     written_by = meta.get("pyode_version", "an unknown version")
     if not isinstance(fmt, str) or not fmt.startswith("pyode."):
-        raise SaveFormatError(
-            name, f"unknown file format {fmt!r}: pyode did not write it; pass a file written "
-            f"by {_WRITERS[expected]}")
+        raise SaveFormatError(name, f"unknown file format {fmt!r}: pyode did not write it",
+                              fix=f"pass a file written by {_WRITERS[expected]}")
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise SaveFormatError(
             name, f"format version {version!r} is not a positive integer: the file is damaged")
@@ -203,11 +250,12 @@ def _check_format(name, meta, expected):
             f"this pyode {_pyode_version()} reads {sorted(_READERS)} up to version "
             f"{FORMAT_VERSION}: upgrade pyode to read it")
     if fmt != expected:
-        what = {MODEL_FORMAT: "a pyode model file (written by f.save)",
+        what = {MODEL_FORMAT: "a pyode model file (written by f.save; the field only), not a "
+                              "training checkpoint",
                 CHECKPOINT_FORMAT: "a pyode training checkpoint (written by "
-                                   "pyode.save_checkpoint; its .model is the field)"}[fmt]
-        raise SaveFormatError(name, f"{what}, not the kind of file this function reads; read "
-                                    f"it with {_READERS[fmt]}")
+                                   "pyode.save_checkpoint; its .model is the field), not a "
+                                   "model file"}[fmt]
+        raise SaveFormatError(name, what, fix=f"read it with {_READERS[fmt]}", found=fmt)
 
 
 def _meta(fmt, **content):
@@ -313,6 +361,18 @@ def _build_model(name, meta, desc, arrays, prefix="model."):
             name, f"model class {cls!r} is unknown to this pyode {_pyode_version()} (it reads "
             f"MLP and Sequential); the file was written by pyode {written_by}: upgrade pyode")
     layers = [_build_layer(name, written_by, i, spec) for i, spec in enumerate(desc["layers"])]
+    params = arrays.get(prefix + "params")
+    if params is None:
+        raise SaveFormatError(name, f"no {prefix}params entry: the file is damaged")
+    # Compare the sizes before building the field: building allocates (and initialises) all
+    # the parameters the description asks for, and a damaged or crafted description can ask
+    # for terabytes (Linear(2, 10**12)); the stored array is what was really written.
+    needed = _needed_params(name, cls, desc, layers)
+    if params.shape != (needed,):
+        raise SaveFormatError(
+            name, f"{prefix}params has shape {params.shape}; the stored architecture needs "
+            f"shape ({needed},): the file is damaged (or was changed after it was written); "
+            "use an earlier copy")
     seed = desc.get("seed")
     try:
         common = {"seed": seed if nn._is_int(seed) else 0, "dtype": desc["dtype"],
@@ -337,9 +397,6 @@ def _build_model(name, meta, desc, arrays, prefix="model."):
     if rebuilt != desc["layers"]:
         raise SaveFormatError(name, f"the MLP arguments {desc.get('args')!r} do not give the "
                                     f"stored layer list {desc['layers']!r}: the file is damaged")
-    params = arrays.get(prefix + "params")
-    if params is None:
-        raise SaveFormatError(name, f"no {prefix}params entry: the file is damaged")
     if params.shape != f.params.shape or params.dtype != f.dtype:
         raise SaveFormatError(
             name, f"{prefix}params has shape {params.shape} and dtype {params.dtype}; the "
@@ -349,19 +406,48 @@ def _build_model(name, meta, desc, arrays, prefix="model."):
     return f
 
 
+def _needed_params(name, cls, desc, layers):
+    """The number of parameters the field of ``desc`` has, counted without building it.
+
+    A Sequential has those of its Linear layers (``layers``, built from the stored list: a
+    Linear holds only its widths until a field binds it). An MLP is built from its
+    ``args["sizes"]`` (and checked against the stored list afterwards), so it is counted from
+    them, the way :class:`pyode.nn.MLP` lays its layers out: one Linear per consecutive pair
+    of sizes, the first with one input more when ``time_input`` appends t.
+    """
+    if cls != "MLP":
+        return sum(layer.n_params for layer in layers if isinstance(layer, nn.Linear))
+    try:
+        args = desc["args"]
+        sizes = nn._check_sizes(args["sizes"])
+        n_time = 1 if args["time_input"] is True else 0
+    except (KeyError, TypeError, ValueError) as exc:
+        raise SaveFormatError(name, f"the MLP arguments {desc.get('args')!r} are damaged "
+                                    f"({exc})") from None
+    widths_in = [sizes[0] + n_time, *sizes[1:-1]]
+    return sum(n_in * n_out + n_out for n_in, n_out in zip(widths_in, sizes[1:]))
+
+
 def save_model(path: str | os.PathLike, f: nn.Sequential) -> None:
     """Write the field ``f`` to ``path`` (the function behind :meth:`Sequential.save`).
 
     Parameters
     ----------
     path : str or os.PathLike
-        Written exactly as given (no ``.npz`` appended), atomically.
+        Written exactly as given (no ``.npz`` appended), atomically (module docstring: a
+        symbolic link's target is written; ``~`` is not expanded).
     f : pyode.nn.Sequential or pyode.nn.MLP
 
     Raises
     ------
     TypeError
         ``f`` is not a Sequential / MLP, or has a layer the format cannot describe.
+    ValueError
+        ``path`` is empty (nothing is created).
+    OSError
+        The file cannot be written: ``IsADirectoryError`` for a directory (before anything is
+        created), ``FileNotFoundError`` for a missing directory, ``PermissionError``, a full
+        disk. The message names ``path`` and the reason; the previous file is left as it was.
     """
     desc = _describe_model(f)
     arrays = {META_KEY: _meta_array(_meta(MODEL_FORMAT, model=desc)), **_model_arrays(f)}
@@ -428,13 +514,30 @@ _SCALARS = (bool, int, float, str)
 
 def _plain(value, what):
     """``value`` as a JSON scalar (numpy scalars converted), or an ndarray; TypeError else."""
+    if isinstance(value, np.ma.MaskedArray):
+        # An .npz entry holds the data only: the mask would be dropped without a word.
+        raise TypeError(f"{what} is a numpy.ma.MaskedArray, whose mask the file format cannot "
+                        "keep; store value.filled(fill_value) and numpy.ma.getmaskarray(value) "
+                        "as two entries and rebuild it with numpy.ma.array(data, mask=mask)")
     if isinstance(value, np.ndarray):
         if value.dtype.hasobject or value.dtype.kind not in "biufcUS":
             raise TypeError(f"{what} is an array of dtype {value.dtype}, which cannot be stored "
                             "without pickle; use a numeric or string array")
         return value
+    if isinstance(value, (np.datetime64, np.timedelta64)):
+        # .item() would give a datetime.date, a datetime.timedelta or a bare int (ns units).
+        kind = type(value).__name__
+        how = ("str(value) (numpy.datetime64(text) reads it back)"
+               if isinstance(value, np.datetime64) else
+               "int(value.astype('int64')) and its unit, numpy.datetime_data(value.dtype)[0]")
+        raise TypeError(f"{what} must be an ndarray, a float, an int, a bool, a str or None; "
+                        f"got numpy.{kind} {value!r}: store {how}")
     if isinstance(value, np.generic):
-        value = value.item()
+        scalar = value.item()
+        if scalar is None or isinstance(scalar, _SCALARS):
+            return scalar
+        raise TypeError(f"{what} must be an ndarray, a float, an int, a bool, a str or None; "
+                        f"got numpy.{type(value).__name__} {value!r}")
     if value is None or isinstance(value, _SCALARS):
         return value
     raise TypeError(f"{what} must be an ndarray, a float, an int, a bool, a str or None; got "
@@ -515,7 +618,8 @@ def _restore_rng(name, state):
 
 
 def save_checkpoint(path: str | os.PathLike, *, model: nn.Sequential | None = None,
-                    optimizer: Optimizer | Mapping[str, Optimizer] | None = None, step: int | None = None,
+                    optimizer: Optimizer | Mapping[str, Optimizer] | None = None,
+                    step: int | None = None,
                     rng: np.random.Generator | None = None,
                     extra: Mapping[str, Any] | None = None) -> None:
     """Write a whole training state to ``path`` (an ``.npz``, no pickle), atomically.
@@ -537,7 +641,11 @@ def save_checkpoint(path: str | os.PathLike, *, model: nn.Sequential | None = No
         Its bit generator's state (``rng.bit_generator.state``, as JSON), restored exactly.
     extra : dict of str to (ndarray, float, int, bool, str or None), optional
         Anything else the run needs (a learned initial state, the best loss, settings).
-        Arrays keep dtype and shape; object arrays are refused.
+        Arrays keep dtype and shape; object arrays are refused, and so are masked arrays
+        (``numpy.ma``: the mask would be lost; store ``value.filled(...)`` and
+        ``numpy.ma.getmaskarray(value)`` as two entries). NumPy scalars are stored as the
+        Python value (``np.float32(0.1)`` as ``float``); ``datetime64`` and ``timedelta64``
+        are refused (store ``str(value)``).
 
     Raises
     ------
@@ -545,7 +653,9 @@ def save_checkpoint(path: str | os.PathLike, *, model: nn.Sequential | None = No
         An argument of the wrong type (the message names it), a model the format cannot
         describe, an ``extra`` value that is not an array or a scalar.
     ValueError
-        ``step`` is negative.
+        ``step`` is negative, or ``path`` is empty (nothing is created).
+    OSError
+        The file cannot be written; as for :func:`save_model`, the message names ``path``.
 
     See Also
     --------

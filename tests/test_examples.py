@@ -110,3 +110,50 @@ def test_augmented_circles_writes_its_figure(tmp_path):
     assert all(r["nfe_forward"] > 0 and 0 <= r["test_accuracy"] <= 1 for r in rows)
     assert "augmented" in res.stdout and str(out / "augmented_circles.png") in res.stdout
     assert (out / "augmented_circles.png").stat().st_size > 10_000
+
+
+def _load_example(name):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(f"example_{name}",
+                                                  ROOT / "examples" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_augmented_circles_swallowed_ctrl_c_and_failed_figure(tmp_path, monkeypatch, capsys):
+    """A Ctrl-C whose KeyboardInterrupt is swallowed (as in a Numba ctypes callback) still
+    stops training at the next batch; a figure that then fails is named in the one line, the
+    JSON is written and the status is 130."""
+    pytest.importorskip("matplotlib")
+    import os
+    import signal
+    import time
+    module = _load_example("augmented_circles")
+
+    def swallowed(kind, epoch):
+        if epoch == 1:
+            try:
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(5)
+            except KeyboardInterrupt:
+                pass
+
+    def broken_plot(*args):
+        raise AttributeError("module 'numba' has no attribute 'core'")
+
+    monkeypatch.setattr(module, "plot", broken_plot)
+    try:
+        with pytest.raises(SystemExit) as info:
+            module.main(["--epochs", "3", "--n-points", "64", "--out", str(tmp_path)],
+                        on_epoch=swallowed)
+    except KeyboardInterrupt:
+        pytest.fail("KeyboardInterrupt escaped main(): the interrupt was not handled")
+    assert info.value.code == 130
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if "interrupted" in line]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert "interrupted (Ctrl-C) during plain" in lines[0]
+    assert "could not write the figure" in lines[0] and "AttributeError" in lines[0]
+    rows = json.loads((tmp_path / "augmented_circles.json").read_text())["rows"]
+    assert [(r["model"], r["epochs"], r["interrupted"]) for r in rows] == [("plain", 1, True)]

@@ -10,9 +10,11 @@ Files: loaded fields compute bit-identically; optimiser states continue bit-iden
 write is atomic; every foreign or newer file raises SaveFormatError naming the file.
 """
 import copy
+import errno
 import json
 import os
 import pickle
+import re
 
 import numpy as np
 import pytest
@@ -542,3 +544,214 @@ def test_missing_file_is_file_not_found(tmp_path):
 def test_public_names():
     assert {"save_checkpoint", "load_checkpoint", "SaveFormatError"} <= set(pyode.__all__)
     assert pyode.SaveFormatError is SaveFormatError and "load" in nn.__all__
+
+
+# -- issue: states that cannot be loaded, values that lose data, damaged metadata, save errors -
+
+
+@pytest.mark.parametrize("kind", sorted(OPTIMIZERS))
+def test_state_whose_lr_decayed_to_zero_loads(kind, tmp_path):
+    """A schedule that ends at exactly 0 (cosine decay at the last step) writes lr = 0; the
+    checkpoint must load. Only the constructor insists on lr > 0."""
+    f = FIELDS["tanh-cube"](np.float64, "numba")
+    opt = OPTIMIZERS[kind](f.params)
+    opt.step(_grad(f.params, 0))
+    opt.lr = 0.0
+    path = tmp_path / "ck.npz"
+    pyode.save_checkpoint(path, model=f, optimizer=opt, step=1)
+    ck = pyode.load_checkpoint(path)
+    again = getattr(optim, kind)(ck.model.params, lr=1.0)
+    again.load_state_dict(ck.optimizer)
+    assert again.lr == 0.0 and again.n_steps == 1
+    before = ck.model.params.copy()
+    again.step(_grad(before, 1))
+    np.testing.assert_array_equal(ck.model.params, before)      # lr 0: no move
+    with pytest.raises(ValueError, match=r"lr must be finite and > 0.0; got lr=0.0"):
+        getattr(optim, kind)(np.zeros(3), lr=0.0)
+    with pytest.raises(ValueError, match=r"state\['lr'\] must be finite and >= 0.0"):
+        getattr(optim, kind)(np.zeros(3), lr=1.0).load_state_dict(
+            {**getattr(optim, kind)(np.zeros(3), lr=1.0).state_dict(), "lr": -1e-3})
+
+
+@pytest.mark.parametrize("kind, buffer, value, rule", [
+    ("Adam", "v", -1e-12, "finite and >= 0"), ("Adam", "v", np.nan, "finite and >= 0"),
+    ("Adam", "m", np.inf, "finite"), ("Adam", "m", np.nan, "finite"),
+    ("RMSprop", "square_avg", -1.0, "finite and >= 0"), ("SGD", "velocity", -np.inf, "finite"),
+])
+def test_load_state_dict_refuses_impossible_buffers(kind, buffer, value, rule):
+    source = OPTIMIZERS[kind](np.linspace(-1.0, 1.0, 5))
+    source.step(np.ones(5))
+    state = source.state_dict()
+    state[buffer] = state[buffer].copy()
+    state[buffer][3] = value
+    target = OPTIMIZERS[kind](np.zeros(5))
+    buffers_before = {name: getattr(target, name).copy() for name in target._BUFFERS}
+    with pytest.raises(ValueError, match=rf"state\['{buffer}'\] of optim.{kind} must be "
+                                         rf"{re.escape(rule)}.*entry 3 is {value!r}: the "
+                                         r"state is damaged"):
+        target.load_state_dict(state)
+    assert target.n_steps == 0                       # nothing changed by the failed load
+    for name, before in buffers_before.items():
+        np.testing.assert_array_equal(getattr(target, name), before)
+
+
+def test_negative_first_moments_and_velocities_load():
+    """m and the SGD velocity are signed; only v and square_avg must be >= 0."""
+    for kind in ("Adam", "SGD"):
+        opt = OPTIMIZERS[kind](np.zeros(3))
+        opt.step(-np.ones(3))
+        state = opt.state_dict()
+        OPTIMIZERS[kind](np.zeros(3)).load_state_dict(state)
+        assert np.all(state["m" if kind == "Adam" else "velocity"] < 0)
+
+
+def test_masked_array_in_extra_is_refused(tmp_path):
+    value = np.ma.array([1.0, 2.0, 3.0], mask=[False, True, False])
+    with pytest.raises(TypeError, match=r"extra\['obs'\] is a numpy.ma.MaskedArray, whose "
+                                        r"mask .* value.filled\(fill_value\) and "
+                                        r"numpy.ma.getmaskarray\(value\) as two entries"):
+        pyode.save_checkpoint(tmp_path / "ck.npz", extra={"obs": value})
+    assert os.listdir(tmp_path) == []
+    # the way the message says works
+    pyode.save_checkpoint(tmp_path / "ck.npz", extra={"obs": value.filled(0.0),
+                                                      "obs_mask": np.ma.getmaskarray(value)})
+    extra = pyode.load_checkpoint(tmp_path / "ck.npz").extra
+    back = np.ma.array(extra["obs"], mask=extra["obs_mask"])
+    assert back.mask.tolist() == [False, True, False] and back.sum() == 4.0
+
+
+@pytest.mark.parametrize("value, name", [
+    (np.datetime64("2020-01-02"), "datetime64"),
+    (np.datetime64("2020-01-02T03:04:05.000000006"), "datetime64"),   # .item() is an int
+    (np.timedelta64(3, "D"), "timedelta64"),
+    (np.complex128(1j), "complex128"),
+])
+def test_numpy_scalars_that_cannot_be_stored_are_named(value, name, tmp_path):
+    with pytest.raises(TypeError, match=rf"extra\['when'\] must be .*; got numpy.{name} "):
+        pyode.save_checkpoint(tmp_path / "ck.npz", extra={"when": value})
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("what", ["mlp", "sequential", "checkpoint"])
+def test_architecture_asking_for_a_huge_allocation_is_refused(what, tmp_path):
+    """Linear(2, 10**12) in damaged or crafted metadata: 16 TB of parameters. The sizes are
+    compared with the stored params before the field is built, so no allocation is tried."""
+    huge = 10 ** 12
+    path = tmp_path / "m.npz"
+    f = nn.MLP([2, 7, 2], activation="tanh", seed=1)
+    if what == "checkpoint":
+        pyode.save_checkpoint(path, model=f, step=0)
+    else:
+        f.save(path)
+    layers = [{"kind": "linear", "n_in": 2, "n_out": huge}, {"kind": "tanh"},
+              {"kind": "linear", "n_in": huge, "n_out": 2}]
+    changes = {"model.layers": layers}
+    if what == "sequential":
+        changes["model.class"] = "Sequential"
+    else:
+        changes["model.args.sizes"] = [2, huge, 2]
+    _rewrite_meta(path, **changes)
+    loader = pyode.load_checkpoint if what == "checkpoint" else nn.load
+    _raises_format_error(loader, path, rf"model.params has shape \(37,\); the stored "
+                                       rf"architecture needs shape \({5 * huge + 2},\): the "
+                                       r"file is damaged")
+
+
+def test_save_to_an_empty_path_creates_nothing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    f = FIELDS["tanh-cube"](np.float64, "numpy")
+    with pytest.raises(ValueError, match="path is empty"):
+        f.save("")
+    with pytest.raises(ValueError, match="path is empty"):
+        pyode.save_checkpoint("", model=f)
+    assert os.listdir(tmp_path) == []
+
+
+def _assert_names_the_path(exc, path):
+    text = str(exc)
+    assert exc.filename == str(path) and repr(str(path)) in text, text
+    assert ".tmp" not in text, text
+
+
+def test_save_errors_name_the_path_given(tmp_path, monkeypatch):
+    f = FIELDS["tanh-cube"](np.float64, "numpy")
+    missing = tmp_path / "no_such_dir" / "m.npz"
+    with pytest.raises(FileNotFoundError) as info:
+        f.save(missing)
+    _assert_names_the_path(info.value, missing)
+    assert f"the directory {str(missing.parent)!r} does not exist: create it first" \
+        in str(info.value)
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"'~' is not expanded") as info:
+        f.save("~/runs/m.npz")                     # like numpy: a directory named "~"
+    _assert_names_the_path(info.value, "~/runs/m.npz")
+    assert "the directory '~/runs' does not exist" in str(info.value)
+
+    with pytest.raises(IsADirectoryError) as info:
+        pyode.save_checkpoint(tmp_path, model=f)
+    _assert_names_the_path(info.value, tmp_path)
+    assert os.listdir(tmp_path) == []
+
+
+def test_save_error_in_a_read_only_directory_names_the_path(tmp_path, monkeypatch):
+    """(Simulated: the tests may run as root, who can write anywhere.)"""
+    def refuse(dir, prefix, suffix):
+        raise PermissionError(errno.EACCES, "Permission denied",
+                              os.path.join(dir, prefix + "x1y2z3" + suffix))
+
+    monkeypatch.setattr(serialization.tempfile, "mkstemp", refuse)
+    path = tmp_path / "m.npz"
+    with pytest.raises(PermissionError) as info:
+        FIELDS["tanh-cube"](np.float64, "numpy").save(path)
+    _assert_names_the_path(info.value, path)
+    assert "files cannot be created in" in str(info.value)
+
+
+def test_failed_write_names_the_path_and_leaves_the_old_file(tmp_path, monkeypatch):
+    f = FIELDS["tanh-cube"](np.float64, "numpy")
+    path = tmp_path / "m.npz"
+    f.save(path)
+    old = path.read_bytes()
+
+    def disk_full(fh, arrays):
+        fh.write(b"PK\x03\x04 partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(serialization, "_write_npz", disk_full)
+    with pytest.raises(OSError, match="No space left on device") as info:
+        f.save(path)
+    _assert_names_the_path(info.value, path)
+    assert os.listdir(tmp_path) == ["m.npz"] and path.read_bytes() == old
+
+
+def test_save_onto_a_symlink_writes_the_file_it_points_to(tmp_path):
+    f = FIELDS["tanh-cube"](np.float64, "numpy")
+    (tmp_path / "runs").mkdir()
+    target = tmp_path / "runs" / "model_v1.npz"
+    f.save(target)
+    link = tmp_path / "latest.npz"
+    link.symlink_to(os.path.join("runs", "model_v1.npz"))
+    f.params = f.params * 2.0
+    f.save(link)
+    assert link.is_symlink() and link.resolve() == target.resolve()
+    np.testing.assert_array_equal(nn.load(target).params, f.params)
+    assert sorted(os.listdir(tmp_path / "runs")) == ["model_v1.npz"]   # no temporary left
+    dangling = tmp_path / "next.npz"
+    dangling.symlink_to("runs/model_v2.npz")                           # not created yet
+    pyode.save_checkpoint(dangling, model=f, step=3)
+    assert dangling.is_symlink() and pyode.load_checkpoint(tmp_path / "runs" /
+                                                           "model_v2.npz").step == 3
+
+
+def test_save_format_error_parts_for_command_line_tools(model_file):
+    """A CLI replaces the library fix ("read it with pyode.nn.load(path)") by its own option:
+    the problem, the fix and the kind found are attributes, and survive pickling."""
+    with pytest.raises(SaveFormatError) as info:
+        pyode.load_checkpoint(model_file)
+    exc = info.value
+    assert exc.found == "pyode.model" and exc.fix == "read it with pyode.nn.load(path)"
+    assert exc.problem.startswith("a pyode model file") and "pyode.nn.load" not in exc.problem
+    assert str(exc) == f"{model_file}: {exc.problem}; {exc.fix}"
+    again = pickle.loads(pickle.dumps(exc))
+    assert (str(again), again.found, again.fix) == (str(exc), exc.found, exc.fix)

@@ -7,17 +7,20 @@ the parameters of an uninterrupted run bit for bit: every source of state — th
 optimisers, the batch generator, the iteration count — is in the checkpoint.
 """
 import importlib.util
+import os
 import pathlib
 import re
+import signal
 import subprocess
 import sys
+import time
 import warnings
 
 import numpy as np
 import pytest
 
 import pyode
-from pyode import nn
+from pyode import nn, serialization
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 ITERS = 6          # 2N
@@ -157,14 +160,206 @@ def test_spiral_best_model_reloads_to_the_logged_loss(spiral, spiral_straight, c
 
 
 def test_spiral_resume_errors(spiral, tmp_path, capsys):
+    """A file of the wrong kind: one line naming the option and what it takes, status 2 (the
+    CLI names its own options, not library functions)."""
     model_file = tmp_path / "m.npz"
     nn.MLP([2, 3, 2]).save(model_file)
-    with pytest.raises(pyode.SaveFormatError, match="read it with pyode.nn.load"):
-        spiral.main(["--resume", str(model_file)])
+    assert _exit_code(spiral, ["--resume", str(model_file)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"{PROG}: error: argument --resume: {model_file}: a pyode model file")
+    assert "spiral_checkpoint.npz" in err and "for --evaluate" in err
+    assert "pyode.nn.load" not in err and len(err.splitlines()) == 1
     ck = tmp_path / "ck.npz"
     pyode.save_checkpoint(ck, step=1)
-    with pytest.raises(pyode.SaveFormatError, match="not one of examples/spiral.py"):
-        spiral.main(["--resume", str(ck)])
+    assert _exit_code(spiral, ["--resume", str(ck)]) == 2
+    assert "not one of examples/spiral.py" in capsys.readouterr().err
+
+
+# -- issue: resume into another directory, signals, the handler's own failures ----------------
+
+PROG = pathlib.Path(sys.argv[0]).name     # what argparse and the scripts call themselves
+NAMES = {"spiral": "spiral", "lynx_hare": "lynx_hare"}
+FLAGS = {"spiral": SPIRAL_FLAGS, "lynx_hare": LYNX_FLAGS}
+
+
+@pytest.fixture(params=["spiral", "lynx_hare"])
+def script(request):
+    return request.param, request.getfixturevalue(request.param)
+
+
+def _exit_code(module, argv, **kwargs):
+    """``main(argv)`` must end with SystemExit; its code. A KeyboardInterrupt that escapes (a
+    signal that reached Python's default handler) fails the test instead of ending pytest."""
+    try:
+        module.main(argv, **kwargs)
+    except SystemExit as exc:
+        return exc.code
+    except KeyboardInterrupt:
+        pytest.fail("KeyboardInterrupt escaped main(): the interrupt was not handled")
+    pytest.fail("main() returned: the run was not stopped")
+
+
+def _one_message(err, name):
+    lines = [line for line in err.splitlines() if line.startswith(f"{name}: interrupted")]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err, err
+    return lines[0]
+
+
+def test_resume_into_another_directory_carries_the_best_model(script, tmp_path, caplog):
+    """Resumed into a new --out, with no new best after the resume (here: no iterations
+    left), the best model reported must exist there and be the one of the first part."""
+    name, module = script
+    first = module.main(["--iters", "2", "--out", str(tmp_path / "a"), "--save-every", "1",
+                         *FLAGS[name]])
+    checkpoint = tmp_path / "a" / f"{name}_checkpoint.npz"
+    with caplog.at_level("WARNING"):
+        resumed = module.main(["--resume", str(checkpoint), "--out", str(tmp_path / "b"),
+                               "--seed", "1"])              # the checkpoint's own seed
+    assert "--seed 1 is ignored with --resume" in caplog.text
+    best = tmp_path / "b" / f"{name}_best.npz"
+    assert resumed["best"] == best and best.is_file()
+    assert best.read_bytes() == first["best"].read_bytes()
+    assert resumed["best_loss"] == first["best_loss"]
+
+    # The best file left behind: warn, and the file reported still exists.
+    first["best"].unlink()
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        again = module.main(["--resume", str(checkpoint), "--out", str(tmp_path / "c")])
+    assert "does not exist" in caplog.text
+    assert again["best"].is_file()
+
+
+def test_swallowed_ctrl_c_still_stops_after_the_iteration(script, tmp_path, capsys,
+                                                          monkeypatch):
+    """Ctrl-C while Numba's compiler runs a ctypes callback: the KeyboardInterrupt is printed
+    and swallowed there. The run must still stop after that iteration, the usual way."""
+    name, module = script
+    real_step = module.train_step
+    calls = []
+
+    def step_with_swallowed_interrupt(*args):
+        result = real_step(*args)
+        calls.append(1)
+        if len(calls) == 2:
+            try:                        # what the ctypes callback does with the exception
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(5)
+            except KeyboardInterrupt:
+                pass
+        return result
+
+    monkeypatch.setattr(module, "train_step", step_with_swallowed_interrupt)
+    out = tmp_path / "run"
+    assert _exit_code(module, ["--iters", str(ITERS), "--out", str(out), *FLAGS[name]]) == 130
+    message = _one_message(capsys.readouterr().err, name)
+    assert f"interrupted (Ctrl-C) after iteration 2 of {ITERS}" in message
+    assert pyode.load_checkpoint(out / f"{name}_checkpoint.npz").step == 2
+    assert (out / f"{name}.png").is_file()
+
+
+def test_os_kill_sigint_writes_checkpoint_and_figure(spiral, tmp_path, capsys):
+    def kill_at_half(it):
+        if it == HALF:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)               # the handler raises out of this sleep
+
+    out = tmp_path / "run"
+    assert _exit_code(spiral, ["--iters", str(ITERS), "--out", str(out), *SPIRAL_FLAGS],
+                      on_iteration=kill_at_half) == 130
+    message = _one_message(capsys.readouterr().err, "spiral")
+    assert f"after iteration {HALF} of {ITERS}" in message
+    assert pyode.load_checkpoint(out / "spiral_checkpoint.npz").step == HALF
+
+
+def test_second_ctrl_c_during_the_handlers_save_is_deferred(spiral, tmp_path, capsys,
+                                                            monkeypatch):
+    """A second Ctrl-C while the first one's checkpoint is written (inside numpy.savez /
+    os.fsync) must not lose the checkpoint or the figure."""
+    real_writer = serialization._write_npz
+    armed = []
+
+    def writer_hit_by_ctrl_c(fh, arrays):
+        if armed:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)            # the handler runs here: it must not raise
+        real_writer(fh, arrays)
+
+    def stop_at_half(it):
+        if it == HALF:
+            armed.append(1)
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(serialization, "_write_npz", writer_hit_by_ctrl_c)
+    out = tmp_path / "run"
+    assert _exit_code(spiral, ["--iters", str(ITERS), "--out", str(out), *SPIRAL_FLAGS],
+                      on_iteration=stop_at_half) == 130
+    _one_message(capsys.readouterr().err, "spiral")
+    assert pyode.load_checkpoint(out / "spiral_checkpoint.npz").step == HALF
+    assert (out / "spiral.png").stat().st_size > 10_000
+
+
+def test_interrupt_before_any_iteration_completed(script, tmp_path, capsys, monkeypatch):
+    """Ctrl-C in the first iteration (while numba still imports): say so, write nothing."""
+    name, module = script
+
+    def interrupted_step(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(module, "train_step", interrupted_step)
+    out = tmp_path / "run"
+    assert _exit_code(module, ["--iters", str(ITERS), "--out", str(out), *FLAGS[name]]) == 130
+    message = _one_message(capsys.readouterr().err, name)
+    assert "before any iteration completed" in message and "no checkpoint written" in message
+    assert not (out / f"{name}_checkpoint.npz").exists()
+
+
+def test_figure_that_fails_after_an_interrupt_is_reported(script, tmp_path, capsys,
+                                                          monkeypatch):
+    """The checkpoint (pure NumPy) is written first; a figure that cannot be drawn (numba left
+    half-imported by the Ctrl-C) is named in the one-line message; status still 130."""
+    name, module = script
+
+    def broken_plot(*args, **kwargs):
+        raise AttributeError("module 'numba' has no attribute 'core'")
+
+    monkeypatch.setattr(module, "plot", broken_plot)
+    out = tmp_path / "run"
+    assert _exit_code(module, ["--iters", str(ITERS), "--out", str(out), *FLAGS[name]],
+                      on_iteration=_stop_after(HALF)) == 130
+    message = _one_message(capsys.readouterr().err, name)
+    assert f"could not write the figure {out / f'{name}.png'}" in message
+    assert "AttributeError: module 'numba' has no attribute 'core'" in message
+    assert f"--resume {out / f'{name}_checkpoint.npz'}" in message
+    assert pyode.load_checkpoint(out / f"{name}_checkpoint.npz").step == HALF
+
+
+def test_sigterm_stops_a_real_run_like_ctrl_c(tmp_path):
+    """End to end in a new process: SIGTERM (timeout, Slurm) writes the checkpoint and the
+    figure, prints one line and exits with status 130."""
+    out = tmp_path / "run"
+    checkpoint = out / "spiral_checkpoint.npz"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "examples" / "spiral.py"), "--iters",
+                             "100000", "--save-every", "1", "--test-freq", "100000", "--out",
+                             str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not checkpoint.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, err[-2000:]
+    message = _one_message(err, "spiral")
+    assert "interrupted (SIGTERM) after iteration" in message
+    assert pyode.load_checkpoint(checkpoint).step >= 1
+    assert (out / "spiral.png").is_file()
 
 
 def test_lynx_hare_interrupt_and_resume_is_exact(lynx_hare, tmp_path, capsys):
