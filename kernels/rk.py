@@ -290,6 +290,7 @@ def solve_adaptive(mode, ops, opf, theta, D, y0, t_out, tab, first_step, atol, y
     n_rej = 0
     status = OK
     nonfinite = False
+    rejected = False        # was the last attempt rejected? (caps the next accepted step)
     while nxt < T:
         last = direction * h >= direction * (t_end - t)
         # Any step but the last below a few ulps of t cannot move t (accepted or not): give up.
@@ -318,8 +319,9 @@ def solve_adaptive(mode, ops, opf, theta, D, y0, t_out, tab, first_step, atol, y
         else:
             factor = cst[C_SAFETY] * max(err, cst[C_ERR_FLOOR]) ** cst[C_EXPONENT]
             factor = min(max(factor, cst[C_MIN_FACTOR]), cst[C_MAX_FACTOR])
-            if not accept:
+            if not accept or rejected:
                 factor = min(factor, one)
+        rejected = not accept
         h_next = ha * factor
         nonfinite = not finite
         if not accept:

@@ -138,16 +138,21 @@ def _scaled(x, scale):
                      where=np.broadcast_to(scale > 0, np.shape(x)))
 
 
-def step_factor(err_norm, error_order, accepted):
+def step_factor(err_norm, error_order, accepted, after_rejection=False):
     """Multiplier of the step size: SAFETY · ‖err‖^(−1/(q+1)), bounded to [MIN, MAX].
 
-    q is the order of the embedded (lower-order) solution. After a rejected step the factor is
-    at most 1; an error of exactly zero gives MAX_FACTOR; a non-finite error gives MIN_FACTOR.
+    q is the order of the embedded (lower-order) solution. A rejected step never grows, and
+    neither does the step accepted right after a rejection (``after_rejection``: the previous
+    attempt of that sample was rejected). That second cap is Hairer's DOPRI5 and scipy's RK45
+    (HNW I, §II.4: facmax = 1 in the step right after a rejection); without it a sample that has just
+    been rejected grows straight back into the rejected size (on the Arenstorf orbit dopri5
+    then took 590 or 1322 evaluations where scipy takes 644 and 1310; with it, the same).
+    An error of exactly zero gives MAX_FACTOR; a non-finite error gives MIN_FACTOR.
     """
     exponent = -1.0 / (error_order + 1)
     safe = np.where(np.isfinite(err_norm), np.maximum(err_norm, 1e-300), 1.0)
     factor = np.clip(SAFETY * safe ** exponent, MIN_FACTOR, MAX_FACTOR)
-    factor = np.where(accepted, factor, np.minimum(factor, 1.0))
+    factor = np.where(accepted & ~np.asarray(after_rejection), factor, np.minimum(factor, 1.0))
     return np.where(np.isfinite(err_norm), factor, MIN_FACTOR)
 
 
@@ -329,6 +334,7 @@ def integrate_adaptive(ev, y0, t_out, tab, rtol, atol, first_step=None,
     nxt = np.ones(B, dtype=np.int64)          # index of the next output time per sample
     active = np.arange(B)
     nonfinite = np.zeros(B, dtype=bool)       # did the sample's last attempt give NaN/inf?
+    rejected = np.zeros(B, dtype=bool)        # was the sample's last attempt rejected?
 
     while active.size:
         ta, ya, ha, k1a = t[active], y[active], h[active], k1[active]
@@ -354,7 +360,9 @@ def integrate_adaptive(ev, y0, t_out, tab, rtol, atol, first_step=None,
         finite = np.isfinite(err_norm) & np.all(np.isfinite(y_new), axis=1) \
             & np.all(np.isfinite(K[-1]), axis=1)
         accept = finite & (err_norm <= 1.0)
-        factor = step_factor(np.where(finite, err_norm, np.nan), tab.error_order, accept)
+        factor = step_factor(np.where(finite, err_norm, np.nan), tab.error_order, accept,
+                             rejected[active])
+        rejected[active] = ~accept
         h_next = ha * factor
 
         n_rej[active[~accept]] += 1

