@@ -68,7 +68,8 @@ from .checkpoint import checkpoint_pass
 from .discrete import discrete_pass
 from .errors import AdjointReconstructionWarning
 from .forward_sensitivity import sensitivity_solve, sensitivity_vjp
-from .protocol import VectorField, n_params, require, vjp_rows
+from .protocol import VectorField, has_per_sample_vjp, n_params, require, vjp_rows
+from .quadrature import ParameterQuadrature
 from .solvers import (SolveInfo, _odeint, batch_field, check_field_width, check_options,
                       check_step_count, check_times, check_tolerances, check_y0, integrate,
                       integrate_adaptive, integrate_fixed, is_device_array, kernel_module,
@@ -257,7 +258,7 @@ def odeint_adjoint(f: VectorField, y0: ArrayLike, t: ArrayLike, method: str = "d
         if squeeze:
             a = a[0]
             stats = {k: int(v[0]) for k, v in stats.items()}
-        return AdjointGradients(y0=a, params=a_theta.sum(axis=0), t=dLdt,
+        return AdjointGradients(y0=a, params=a_theta, t=dLdt,
                                 info=SolveInfo(method=tab.name, **stats),
                                 forward_info=forward_info, method=adjoint_method)
 
@@ -321,7 +322,8 @@ def check_adjoint_method(adjoint_method, adjoint_options):
 # ---------------------------------------------------------------------------------------------
 # One runner per method: forward solve, and a backward(gb) closure
 #   runner(...) -> (ys (T, B, D), forward SolveInfo, backward, squeeze)
-#   backward(gb (T, B, D)) -> (a (B, D), a_theta (B, P), dLdt (T,), stats dict of (B,))
+#   backward(gb (T, B, D)) -> (a (B, D), a_theta (P,) summed over the samples, dLdt (T,),
+#                              stats dict of (B,))
 # ---------------------------------------------------------------------------------------------
 
 def _run_backsolve(f, y0, t, method, rtol, atol, adjoint_tols, options, backend, aopts):
@@ -344,6 +346,7 @@ def _run_backsolve(f, y0, t, method, rtol, atol, adjoint_tols, options, backend,
                 kw["on_device"] = True          # backend='cuda': keep dL/dy0 on the device
             a, a_theta, dLdt, stats, recon = kernels.adjoint_nn(f, yb, gb, t_arr, tab, a_rtol,
                                                                 a_atol, opts, **kw)
+            a_theta = a_theta.sum(axis=0)                       # per sample → summed
         else:
             mask = _leading(W, 2 * D) if seminorm else None      # [z, a] of [z, a, a_θ, a_t]
             a, a_theta, dLdt, stats, recon = backward_pass(f, yb, gb, t_arr, tab, a_rtol, a_atol,
@@ -370,8 +373,10 @@ def _run_checkpoint(f, y0, t, method, rtol, atol, adjoint_tols, options, backend
                                                           every)
 
         def backward(gb):
-            return kernels.checkpoint_nn(f, ys, gb, prob.t, prob.tab, record, a_rtol, a_atol,
-                                         prob.opts, D if seminorm else None)
+            a, a_theta, dLdt, stats = kernels.checkpoint_nn(f, ys, gb, prob.t, prob.tab, record,
+                                                            a_rtol, a_atol, prob.opts,
+                                                            D if seminorm else None)
+            return a, a_theta.sum(axis=0), dLdt, stats       # per sample → summed
     else:
         record = StepRecorder(prob.yb.shape[0], every=every)
         ys, stats = _solve_numpy(f, prob, record)
@@ -379,7 +384,7 @@ def _run_checkpoint(f, y0, t, method, rtol, atol, adjoint_tols, options, backend
 
         def backward(gb):
             return checkpoint_pass(f, ys, gb, prob.t, prob.tab, record, a_rtol, a_atol,
-                                   prob.opts, mask)
+                                   prob.opts, mask, squeeze=prob.squeeze)
 
     return ys, _info(stats, prob.tab, prob.squeeze), backward, prob.squeeze
 
@@ -391,7 +396,7 @@ def _run_discrete(f, y0, t, method, rtol, atol, adjoint_tols, options, backend, 
     ys, stats = _solve_numpy(f, prob, record)
 
     def backward(gb):
-        return discrete_pass(f, ys, gb, prob.t, prob.tab, record)
+        return discrete_pass(f, ys, gb, prob.t, prob.tab, record, squeeze=prob.squeeze)
 
     return ys, _info(stats, prob.tab, prob.squeeze), backward, prob.squeeze
 
@@ -403,7 +408,8 @@ def _run_forward(f, y0, t, method, rtol, atol, adjoint_tols, options, backend, a
                                      prob.opts, prob.squeeze)
 
     def backward(gb):
-        return sensitivity_vjp(f, ys, S, gb, prob.t, prob.squeeze)
+        a, a_theta, dLdt, stats = sensitivity_vjp(f, ys, S, gb, prob.t, prob.squeeze)
+        return a, a_theta.sum(axis=0), dLdt, stats             # per sample → summed
 
     return ys, _info(stats, prob.tab, prob.squeeze), backward, prob.squeeze
 
@@ -475,37 +481,53 @@ def _warn_if_reconstruction_failed(recon):
             stacklevel=4)
 
 
-def augmented_dynamics(f, squeeze, D):
-    """The backward system of Chen et al. Alg. 1 / App. C on the state ``[z, a, a_θ, a_t]``.
+def augmented_dynamics(f, squeeze, D, per_sample):
+    """The backward system of Chen et al. Alg. 1 / App. C on the augmented state.
 
-    Returns ``ev(t (n,), s (n, 2D + P + 1)) → ds/dt`` with
+    Returns ``ev(t (n,), s (n, W), rows (n,)) → ds/dt`` with
 
         dz/dt = f(t, z),  da/dt = −aᵀ∂f/∂z,  da_θ/dt = −aᵀ∂f/∂θ,  da_t/dt = −aᵀ∂f/∂t.
+
+    Layout ``[z, a, a_θ, a_t]`` (W = 2D + P + 1) with ``per_sample`` (the field's
+    ``vjp_per_sample``); otherwise ``[z, a, a_t]`` (W = 2D + 1) and a_θ is the quadrature of
+    ``pyode.quadrature`` beside it. One call of the field and one of its vjp for all n rows.
     """
     ev = batch_field(f, squeeze, None)
-    rows = vjp_rows(f, squeeze)
+    vjp = vjp_rows(f, squeeze, per_sample)
 
-    def ev_aug(t, s):
-        z, a = s[:, :D], s[:, D:2 * D]          # layout: [z | a | a_θ | a_t]
-        vy, vth, vt = rows(t, z, a)
-        return np.concatenate([ev(t, z), -vy, -vth, -vt[:, None]], axis=1)
+    def ev_aug(t, s, rows):
+        z, a = s[:, :D], s[:, D:2 * D]          # layout: [z | a | (a_θ) | a_t]
+        vy, vth, vt = vjp(t, z, a)
+        theta = [-vth] if per_sample else []
+        return np.concatenate([ev(t, z), -vy] + theta + [-vt[:, None]], axis=1)
 
     return ev_aug
 
 
 def backward_pass(f, yb, gb, t, tab, rtol, atol, opts, squeeze, norm_mask=None):
-    """Integrate the augmented state backward over each output interval (the NumPy reference).
+    """Integrate the augmented state backward over each output interval (Chen et al., Alg. 1).
+
+    The whole batch in one backward solve: every row keeps its own step control, and each
+    evaluation of the augmented dynamics calls the field and its vjp once for all active rows.
+    Fields with ``vjp_per_sample`` carry a_θ per sample in the state ``[z, a, a_θ, a_t]``;
+    the others carry ``[z, a, a_t]`` and sum a_θ over the batch beside it
+    (:class:`pyode.quadrature.ParameterQuadrature`).
 
     Parameters
     ----------
     yb, gb : ndarray, shape (T, B, D)
         Forward outputs and dL/dy at the output times.
     t : ndarray, shape (T,)
+    rtol : float
+    atol : float or ndarray, shape (2D + P + 1,)
+        In the layout [z, a, a_θ, a_t] (the a_θ entries are unused without ``vjp_per_sample``).
+    norm_mask : ndarray of bool, shape (2D + P + 1,), optional
+        Components in the error norm (all by default), in the same layout.
 
     Returns
     -------
     a : ndarray (B, D)           dL/dy0 per sample
-    a_theta : ndarray (B, P)     dL/dθ per sample
+    a_theta : ndarray (P,)       dL/dθ summed over the samples
     dLdt : ndarray (T,)          dL/dt_i summed over samples
     stats : dict of ndarray (B,) backward nfev and step counts, summed over the intervals
     recon : ndarray (B,)         largest reconstruction error of z at the output times,
@@ -513,9 +535,19 @@ def backward_pass(f, yb, gb, t, tab, rtol, atol, opts, squeeze, norm_mask=None):
     """
     T, B, D = yb.shape
     P = n_params(f)
+    per_sample = has_per_sample_vjp(f)
     ev = batch_field(f, squeeze, None)
-    ev_aug = augmented_dynamics(f, squeeze, D)
+    ev_aug = augmented_dynamics(f, squeeze, D, per_sample)
     dtype = yb.dtype
+    keep = _state_channels(D, P, per_sample)      # [z, a, a_θ, a_t] → the state's layout
+    atol_state = atol if np.ndim(atol) == 0 else np.asarray(atol)[keep]
+    atol_z = atol if np.ndim(atol) == 0 else np.asarray(atol)[:D]
+    mask = None if norm_mask is None else np.asarray(norm_mask)[keep]
+    quadrature = None
+    if not per_sample:
+        quadrature = ParameterQuadrature(vjp_rows(f, squeeze, False), tab,
+                                         lambda t_j, Y_j, rows: (Y_j[:, :D], Y_j[:, D:2 * D]),
+                                         P, dtype)
 
     def g_dot_f(i):
         """g_i · f(t_i, y_i) per sample, shape (B,)."""
@@ -532,19 +564,22 @@ def backward_pass(f, yb, gb, t, tab, rtol, atol, opts, squeeze, norm_mask=None):
     h = opts.get("first_step")
     recon = np.zeros(B)
     for i in range(T - 1, 0, -1):
-        state = np.concatenate([yb[i], a, a_theta, a_t[:, None].astype(dtype)], axis=1)
+        theta = [a_theta] if per_sample else []
+        state = np.concatenate([yb[i], a] + theta + [a_t[:, None].astype(dtype)], axis=1)
         span = np.array([t[i], t[i - 1]])
         if tab.adaptive:
-            out, st, h = integrate_adaptive(ev_aug, state, span, tab, rtol, atol, h,
-                                            opts["max_num_steps"], norm_mask)
+            out, st, h = integrate_adaptive(ev_aug, state, span, tab, rtol, atol_state, h,
+                                            opts["max_num_steps"], mask, quadrature)
         else:
-            out, st = integrate_fixed(ev_aug, state, span, tab, opts["step_size"])
+            out, st = integrate_fixed(ev_aug, state, span, tab, opts["step_size"], quadrature)
         for k in stats:
             stats[k] += st[k]
         end = out[-1]
-        gap = np.abs(end[:, :D] - yb[i - 1]) / (atol + rtol * np.abs(yb[i - 1]))
+        gap = np.abs(end[:, :D] - yb[i - 1]) / (atol_z + rtol * np.abs(yb[i - 1]))
         recon = np.maximum(recon, gap.max(axis=1))
-        a, a_theta, a_t = end[:, D:2 * D], end[:, 2 * D:2 * D + P], end[:, -1].astype(np.float64)
+        a, a_t = end[:, D:2 * D], end[:, -1].astype(np.float64)
+        if per_sample:
+            a_theta = end[:, 2 * D:2 * D + P]
         if i - 1 > 0:
             gf = g_dot_f(i - 1)
             stats["nfev"] += 1
@@ -552,4 +587,10 @@ def backward_pass(f, yb, gb, t, tab, rtol, atol, opts, squeeze, norm_mask=None):
             a_t = a_t - gf                   # keeps a_t = −aᵀf across the jump a → a + g_i
         a = a + gb[i - 1]
     dLdt[0] = a_t.sum()
-    return a, a_theta, dLdt, stats, recon
+    return a, (a_theta.sum(axis=0) if per_sample else quadrature.total), dLdt, stats, recon
+
+
+def _state_channels(D, P, per_sample):
+    """Indices of the backward state's channels in the full layout [z, a, a_θ, a_t]."""
+    full = np.arange(2 * D + P + 1)
+    return full if per_sample else np.concatenate([full[:2 * D], full[-1:]])

@@ -63,7 +63,8 @@ from .protocol import n_params, vjp_rows
 from .solvers import batch_field, dense_output, integrate_adaptive, integrate_fixed, rk_step
 
 
-def checkpoint_pass(f, ys, gs, t_out, tab, record, rtol, atol, opts, norm_mask=None):
+def checkpoint_pass(f, ys, gs, t_out, tab, record, rtol, atol, opts, norm_mask=None,
+                    squeeze=True):
     """Backward pass of the checkpointed adjoint, one sample at a time.
 
     Parameters
@@ -103,7 +104,7 @@ def checkpoint_pass(f, ys, gs, t_out, tab, record, rtol, atol, opts, norm_mask=N
     T, B, D = ys.shape
     P = n_params(f)
     ev = batch_field(f, True, None)          # one sample at a time: 1-D calls of the field
-    vjp = vjp_rows(f, True)
+    vjp = vjp_rows(f, True, True)
     a = np.empty((B, D), dtype=ys.dtype)
     a_theta = np.empty((B, P), dtype=ys.dtype)
     dLdt = np.zeros(T)
@@ -115,7 +116,7 @@ def checkpoint_pass(f, ys, gs, t_out, tab, record, rtol, atol, opts, norm_mask=N
         dLdt += dt_b
         for k in stats:
             stats[k][b] = backward.stats[k]
-    return a, a_theta, dLdt, stats
+    return a, a_theta.sum(axis=0), dLdt, stats
 
 
 class _SampleBackward:
@@ -160,7 +161,7 @@ class _SampleBackward:
         D = state.shape[0] - self.P - 1
         vjp, z = self.vjp, self._z
 
-        def ev_adj(t, s):
+        def ev_adj(t, s, rows):
             vy, vth, vt = vjp(t, z(t), s[:, :D])
             return np.concatenate([-vy, -vth, -vt[:, None]], axis=1)
 
@@ -203,7 +204,7 @@ class _SampleBackward:
         for n in range(first, last):
             K = np.empty((tab.n_stages,) + y.shape, dtype=y.dtype)
             t, h, t_new = (np.array([v]) for v in (steps.t[n], steps.h[n], steps.t_new[n]))
-            y_new = rk_step(ev, t, y, h, t_new, k1, tab, K)
+            y_new = rk_step(ev, t, y, h, t_new, k1, tab, K, np.zeros(1, dtype=np.int64))
             self.stats["nfev"] += tab.n_stages - 1
             if tab.fsal:
                 k1 = K[-1]

@@ -62,7 +62,7 @@ import numpy as np
 from .protocol import n_params, vjp_rows
 
 
-def discrete_pass(f, ys, gs, t_out, tab, record):
+def discrete_pass(f, ys, gs, t_out, tab, record, squeeze=True):
     """Backward pass of the discrete adjoint, one sample at a time.
 
     Parameters
@@ -87,7 +87,7 @@ def discrete_pass(f, ys, gs, t_out, tab, record):
     """
     T, B, D = ys.shape
     P = n_params(f)
-    vjp = vjp_rows(f, True)                 # one sample at a time: 1-D calls of the field
+    vjp = vjp_rows(f, True, True)           # one sample at a time: 1-D calls of the field
     a = np.empty((B, D), dtype=ys.dtype)
     a_theta = np.empty((B, P), dtype=ys.dtype)
     dLdt = np.zeros(T)
@@ -98,7 +98,7 @@ def discrete_pass(f, ys, gs, t_out, tab, record):
                                                                    gs[:, b], P)
         stats["n_accepted"][b] = steps.n_steps
         dLdt += dt_b
-    return a, a_theta, dLdt, stats
+    return a, a_theta.sum(axis=0), dLdt, stats
 
 
 def _reverse_sample(vjp, tab, steps, t_out, g, P):

@@ -79,7 +79,7 @@ def sensitivity_solve(f, yb, t_out, tab, rtol, atol, opts, squeeze):
     ev = batch_field(f, squeeze, None)
     eye_p = np.eye(P)
 
-    def ev_sensitivity(t, s):
+    def ev_sensitivity(t, s, rows):
         n = s.shape[0]
         y = s[:, :D]
         S = s[:, D:].reshape(n, D, C)                  # layout [y | S row-major (D, D + P)]

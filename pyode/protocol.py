@@ -2,9 +2,10 @@
 type checkers and ``isinstance``, which members each gradient method needs, and per-sample
 wrappers of the field's VJP.
 
-Every gradient method integrates one independent problem per row of a batch, so it needs the
-field's derivatives one row at a time; these wrappers turn the protocol's calls (a 1-D call
-for a 1-D problem, a batch call otherwise) into arrays with one row per sample.
+Every gradient method integrates one independent problem per row of a batch, and calls the
+field once for all the rows it is stepping (never once per row); these wrappers turn the
+protocol's calls (a 1-D call for a 1-D problem, a batch call otherwise) into arrays with one
+row per sample.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["VectorField", "n_params", "require", "vjp_rows"]
+__all__ = ["VectorField", "has_per_sample_vjp", "n_params", "require", "vjp_rows"]
 
 
 @runtime_checkable
@@ -70,31 +71,37 @@ def require(f, members, why):
                         "protocol in the README)")
 
 
-def vjp_rows(f, squeeze):
-    """Per-sample VJP ``(t (n,), y (n, D), v (n, D)) → (vᵀf_y (n, D), vᵀf_θ (n, P), vᵀf_t (n,))``.
+def has_per_sample_vjp(f):
+    """Whether the field offers ``vjp_per_sample`` (the θ-part of its VJP row by row)."""
+    return callable(getattr(f, "vjp_per_sample", None))
 
-    ``squeeze``: call the field with 1-D arguments (one row, a float t), as for a 1-D problem.
-    Otherwise uses the field's optional ``vjp_per_sample``, or calls ``vjp`` one sample at a
-    time (the θ-part of ``vjp`` is summed over a batch, and the adjoint needs one per sample).
+
+def vjp_rows(f, squeeze, per_sample):
+    """The field's VJP on rows: ``(t (n,), y (n, D), v (n, D)) → (vᵀf_y, vᵀf_θ, vᵀf_t)``.
+
+    One call of the field for all n rows. ``vᵀf_y`` is (n, D) and ``vᵀf_t`` (n,), one per row;
+    ``vᵀf_θ`` is (n, P) with ``per_sample`` (from the field's optional ``vjp_per_sample``) and
+    otherwise (P,), summed over the rows (the protocol's ``vjp``) — which is all a gradient
+    needs, since dL/dθ is a sum over the samples. ``squeeze``: call the field with 1-D
+    arguments (one row, a float t), as for a 1-D problem.
+
+    Raises
+    ------
+    ValueError
+        The field's result is not a tuple of three parts of the protocol's shapes.
     """
     P = n_params(f)
+    if per_sample and not (squeeze or has_per_sample_vjp(f)):
+        raise TypeError(f"{type(f).__name__} has no vjp_per_sample(t, y, v)")
 
     def rows(t, y, v):
         n = y.shape[0]
         if squeeze:
             vy, vth, vt = _checked(f.vjp(float(t[0]), y[0], v[0]), y[0].shape, (P,), (), "vjp")
-            return vy[None], vth.reshape(1, P), vt.reshape(1)
-        if hasattr(f, "vjp_per_sample"):
-            vy, vth, vt = _checked(f.vjp_per_sample(t, y, v), y.shape, (n, P), (n,),
-                                   "vjp_per_sample")
-            return vy, vth, vt
-        vy = np.empty_like(y)
-        vth = np.empty((n, P), dtype=y.dtype)
-        vt = np.empty(n, dtype=y.dtype)
-        for b in range(n):
-            vy[b], vth[b], vt[b] = _checked(f.vjp(float(t[b]), y[b], v[b]), y[b].shape, (P,),
-                                            (), "vjp")
-        return vy, vth, vt
+            return vy[None], (vth.reshape(1, P) if per_sample else vth), vt.reshape(1)
+        if per_sample:
+            return _checked(f.vjp_per_sample(t, y, v), y.shape, (n, P), (n,), "vjp_per_sample")
+        return _checked(f.vjp(t, y, v), y.shape, (P,), (n,), "vjp")
 
     return rows
 

@@ -72,7 +72,28 @@ class SolveInfo:
 # One step
 # ---------------------------------------------------------------------------------------------
 
-def rk_step(ev, t, y, h, t_new, k1, tab, K):
+def stage_time(t, h, t_new, c_i):
+    """Time of stage i, ``t + c_i h``; a stage with c_i = 1 is evaluated at ``t_new`` itself
+    (the step end, exactly, where the integrator clipped the step to land on an output)."""
+    return t_new if c_i == 1.0 else t + c_i * h
+
+
+def stage_input(y, h, A_i, K):
+    """Input of stage i, ``Y_i = y + h Σ_{j<i} A_ij K_j`` (HNW I, §II.1, eq. (1.8)).
+
+    Parameters
+    ----------
+    y : ndarray, shape (n, W)
+    h : ndarray, shape (n,)
+    A_i : ndarray, shape (i,)
+        Row i of the tableau's A, up to the diagonal.
+    K : ndarray, shape (i, n, W)
+        The stages before stage i.
+    """
+    return y + h.astype(y.dtype)[:, None] * np.tensordot(A_i.astype(y.dtype), K, axes=1)
+
+
+def rk_step(ev, t, y, h, t_new, k1, tab, K, rows):
     """Take one explicit Runge–Kutta step of every sample (HNW I, §II.1, eq. (1.8)).
 
     Stage i is ``K[i] = f(t + c_i h, y + h Σ_{j<i} A_ij K[j])`` with ``K[0] = k1 = f(t, y)``.
@@ -80,7 +101,8 @@ def rk_step(ev, t, y, h, t_new, k1, tab, K):
     Parameters
     ----------
     ev : callable
-        ``ev(t, y)`` with ``t`` (n,) and ``y`` (n, D) → (n, D).
+        ``ev(t, y, rows)`` with ``t`` (n,), ``y`` (n, D) and ``rows`` (n,) the batch rows they
+        belong to → (n, D).
     t, h, t_new : ndarray, shape (n,)
         Step start, signed step size and step end (``t_new`` is ``t + h`` except when the step
         was clipped to land exactly on the final time).
@@ -88,22 +110,21 @@ def rk_step(ev, t, y, h, t_new, k1, tab, K):
     tab : ButcherTableau
     K : ndarray, shape (s, n, D)
         Stage buffer, filled in place.
+    rows : ndarray of int, shape (n,)
+        The batch rows being stepped (handed to ``ev``).
 
     Returns
     -------
     y_new : ndarray, shape (n, D)
     """
-    c, A = tab.c, tab.A
-    hy = h.astype(y.dtype)[:, None]
     K[0] = k1
     y_new = None
     for i in range(1, tab.n_stages):
-        y_i = y + hy * np.tensordot(A[i, :i].astype(y.dtype), K[:i], axes=1)
-        t_i = t_new if c[i] == 1.0 else t + c[i] * h
-        K[i] = ev(t_i, y_i)
+        y_i = stage_input(y, h, tab.A[i, :i], K[:i])
+        K[i] = ev(stage_time(t, h, t_new, tab.c[i]), y_i, rows)
         y_new = y_i
     if not tab.fsal:
-        y_new = y + hy * np.tensordot(tab.b.astype(y.dtype), K, axes=1)
+        y_new = stage_input(y, h, tab.b, K)
     # FSAL: the last stage input y + h Σ A_sj K_j equals y + h Σ b_j K_j, and K[-1] = f(t_new,
     # y_new) becomes the next step's k1.
     return y_new
@@ -156,14 +177,15 @@ def step_factor(err_norm, error_order, accepted, after_rejection=False):
     return np.where(np.isfinite(err_norm), factor, MIN_FACTOR)
 
 
-def initial_step(ev, t0, y0, f0, t_end, error_order, rtol, atol, mask=None):
+def initial_step(ev, t0, y0, f0, t_end, error_order, rtol, atol, mask=None, rows=None):
     """Hairer's starting step size (HNW I, §II.4, p. 169), per sample, as a magnitude.
 
     d0 = ‖y0‖, d1 = ‖f0‖ (scaled by atol + rtol|y0|); h0 = 0.01 d0/d1 (1e-6 if either is
     below 1e-5); one explicit Euler probe gives d2 = ‖f(t0 + h0, y0 + h0 f0) − f0‖ / h0; then
     h1 = (0.01 / max(d1, d2))^(1/(q+1)) and h = min(100 h0, h1). Every step is clipped to the
     integration interval so the probe never evaluates f outside [t0, t_end]. ``mask`` (bool
-    (D,), optional) restricts the norms to the components of the error norm (the seminorm).
+    (D,), optional) restricts the norms to the components of the error norm (the seminorm);
+    ``rows`` (n,) are the batch rows of ``y0`` (handed to ``ev``; default all).
 
     Returns
     -------
@@ -181,7 +203,7 @@ def initial_step(ev, t0, y0, f0, t_end, error_order, rtol, atol, mask=None):
     h0 = np.minimum(h0, span)
     y1 = y0 + (direction * h0).astype(y0.dtype)[:, None] * f0
     with np.errstate(over="ignore", invalid="ignore"):
-        f1 = ev(t0 + direction * h0, y1)
+        f1 = ev(t0 + direction * h0, y1, np.arange(y0.shape[0]) if rows is None else rows)
         d2 = np.sqrt(np.mean(np.square(_scaled(f1 - f0, scale))[:, cols], axis=1)) / h0
     dmax = np.maximum(d1, d2)
     tiny = dmax <= 1e-15
@@ -247,6 +269,7 @@ def integrate_fixed(ev, y0, t_out, tab, step_size, on_step=None):
     K = np.empty((tab.n_stages, B, D), dtype=y0.dtype)
     n_steps = fixed_step_counts(t_out, step_size)
     n_done = 0
+    every_row = np.arange(B)
     for i in range(1, T):
         span = t_out[i] - t_out[i - 1]
         n = int(n_steps[i - 1])
@@ -255,14 +278,14 @@ def integrate_fixed(ev, y0, t_out, tab, step_size, on_step=None):
             t = t_out[i - 1] + k * h
             t_new = t_out[i] if k == n - 1 else t + h
             tt, hh, tn = np.full(B, t), np.full(B, h), np.full(B, t_new)
-            k1 = ev(tt, y)
-            y_start, y = y, rk_step(ev, tt, y, hh, tn, k1, tab, K)
+            k1 = ev(tt, y, every_row)
+            y_start, y = y, rk_step(ev, tt, y, hh, tn, k1, tab, K, every_row)
             n_done += 1
             nfev = np.full(B, tab.n_stages * n_done)
             _raise_if_nonfinite(np.concatenate([y, K.transpose(1, 0, 2).reshape(B, -1)], 1),
                                 tt, hh, nfev)
             if on_step is not None:
-                on_step(np.arange(B), tt, hh, tn, y_start, K)
+                on_step(every_row, tt, hh, tn, y_start, K)
         ys[i] = y
     stats = dict(nfev=np.full(B, tab.n_stages * n_done), n_accepted=np.full(B, n_done),
                  n_rejected=np.zeros(B, dtype=np.int64))
@@ -276,7 +299,7 @@ def integrate_adaptive(ev, y0, t_out, tab, rtol, atol, first_step=None,
     Parameters
     ----------
     ev : callable
-        ``ev(t, y)``, ``t`` (n,), ``y`` (n, D) → (n, D).
+        ``ev(t, y, rows)``, ``t`` (n,), ``y`` (n, D), ``rows`` (n,) the batch rows → (n, D).
     y0 : ndarray, shape (B, D)
     t_out : ndarray, shape (T,)
         Strictly monotonic output times; the integration runs from t_out[0] to t_out[-1] and is
@@ -321,7 +344,7 @@ def integrate_adaptive(ev, y0, t_out, tab, rtol, atol, first_step=None,
     n_acc = np.zeros(B, dtype=np.int64)
     n_rej = np.zeros(B, dtype=np.int64)
 
-    k1 = ev(t, y)
+    k1 = ev(t, y, np.arange(B))
     nfev += 1
     _raise_if_nonfinite(k1, t, np.zeros(B), nfev)
     if first_step is None:
@@ -353,7 +376,7 @@ def integrate_adaptive(ev, y0, t_out, tab, rtol, atol, first_step=None,
         t_new = np.where(last, t_end, ta + ha)
         K = np.empty((s,) + ya.shape, dtype=y0.dtype)
         with np.errstate(over="ignore", invalid="ignore"):
-            y_new = rk_step(ev, ta, ya, ha, t_new, k1a, tab, K)
+            y_new = rk_step(ev, ta, ya, ha, t_new, k1a, tab, K, active)
             err = ha.astype(y0.dtype)[:, None] * np.tensordot(tab.b_err.astype(y0.dtype), K, 1)
             err_norm = error_norm(err, ya, y_new, rtol, atol, norm_mask)
         nfev[active] += s - 1
@@ -728,7 +751,7 @@ def call_field(f, t, y, n_rows=None, first=False):
 
 
 def batch_field(f, squeeze, y_shape):
-    """Wrap ``f`` as ``ev(t (n,), y (n, D))``; a 1-D problem calls ``f(float, (D,))``.
+    """Wrap ``f`` as ``ev(t (n,), y (n, D), rows (n,))``; a 1-D problem calls ``f(float, (D,))``.
 
     Every call goes through :func:`call_field` (result type, dtype and shape checked; the
     input passed read-only). ``y_shape``, when given, is the shape of the whole batch (for
@@ -737,7 +760,7 @@ def batch_field(f, squeeze, y_shape):
     n_rows = None if y_shape is None or squeeze else y_shape[0]
     calls = [0]
 
-    def ev(t, y):
+    def ev(t, y, rows=None):
         first = calls[0] == 0
         calls[0] += 1
         if squeeze:

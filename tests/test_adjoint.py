@@ -134,21 +134,33 @@ def test_zoo_field_derivatives(name, seed, B):
     np.testing.assert_allclose(vth_f, 2 * vth1, rtol=1e-12, atol=1e-300)
 
 
-def test_augmented_dynamics_layout():
-    # [z | a | a_θ | a_t]: dz/dt = f, da/dt = −aᵀf_y, da_θ/dt = −aᵀf_θ, da_t/dt = −aᵀf_t.
-    f = ForcedDecay()
+class ForcedDecayPerSample(ForcedDecay):
+    """Adds the optional ``vjp_per_sample`` (θ-part of shape (B, P))."""
+
+    def vjp_per_sample(self, t, y, v):
+        tb, yb, _ = self._batch(t, y)
+        return self._vjp_rows(tb, yb, v)
+
+
+@pytest.mark.parametrize("per_sample", [True, False])
+def test_augmented_dynamics_layout(per_sample):
+    # [z | a | a_θ | a_t] (per-sample vjp) or [z | a | a_t]: dz/dt = f, da/dt = −aᵀf_y,
+    # da_θ/dt = −aᵀf_θ, da_t/dt = −aᵀf_t.
+    f = ForcedDecayPerSample() if per_sample else ForcedDecay()
     D, P = 2, 3
     rng = np.random.default_rng(3)
     z, a = rng.normal(size=(4, D)), rng.normal(size=(4, D))
     t = rng.uniform(0.0, 2.0, size=4)
-    state = np.concatenate([z, a, rng.normal(size=(4, P + 1))], axis=1)
-    ds = augmented_dynamics(f, False, D)(t, state)
-    assert ds.shape == (4, 2 * D + P + 1)
+    W = 2 * D + (P if per_sample else 0) + 1
+    state = np.concatenate([z, a, rng.normal(size=(4, W - 2 * D))], axis=1)
+    ds = augmented_dynamics(f, False, D, per_sample)(t, state, np.arange(4))
+    assert ds.shape == (4, W)
     np.testing.assert_allclose(ds[:, :D], f(t, z), rtol=1e-15)
     for b in range(4):
         vy, vth, vt = f.vjp(float(t[b]), z[b], a[b])
         np.testing.assert_allclose(ds[b, D:2 * D], -vy, rtol=1e-15)
-        np.testing.assert_allclose(ds[b, 2 * D:2 * D + P], -vth, rtol=1e-15)
+        if per_sample:
+            np.testing.assert_allclose(ds[b, 2 * D:2 * D + P], -vth, rtol=1e-15)
         np.testing.assert_allclose(ds[b, -1], -vt, rtol=1e-15)
 
 

@@ -67,7 +67,7 @@ class NaNAfter(Field):
 
 def fixed_solve(field, y0, t_out, tab, step_size):
     """The solver's fixed-step loop on one sample; returns ys (T, D)."""
-    ev = lambda t, y: field(t, y)                                           # noqa: E731
+    ev = lambda t, y, rows=None: field(t, y)                                # noqa: E731
     ys, _ = integrate_fixed(ev, np.asarray(y0, dtype=np.float64)[None],
                             np.asarray(t_out, dtype=np.float64), tab, step_size)
     return ys[:, 0]
@@ -115,7 +115,7 @@ def test_dopri5_dense_output_order(problem):
     # order 3, would give slope 4 and fail.)
     p = ZOO[problem]()
     tab = METHODS["dopri5"]
-    ev = lambda t, y: p.field(t, y)                                         # noqa: E731
+    ev = lambda t, y, rows=None: p.field(t, y)                              # noqa: E731
     thetas = (0.3, 0.5)
     hs = 0.2 / 2.0 ** np.arange(4)
     errs = []
@@ -125,7 +125,7 @@ def test_dopri5_dense_output_order(problem):
         worst = 0.0
         for k in range(int(round(1.0 / h))):
             t, hh = np.array([k * h]), np.array([h])
-            y_new = rk_step(ev, t, y, hh, t + hh, ev(t, y), tab, K)
+            y_new = rk_step(ev, t, y, hh, t + hh, ev(t, y), tab, K, np.zeros(1, int))
             for theta in thetas:
                 y_mid = dense_output(tab, y, hh, K, np.array([theta]))[0]
                 worst = max(worst, np.max(np.abs(y_mid - p.solution([t[0] + theta * h])[0])))
