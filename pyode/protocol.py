@@ -9,6 +9,7 @@ row per sample.
 """
 from __future__ import annotations
 
+import math
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -109,22 +110,36 @@ def vjp_rows(f, squeeze, per_sample):
 def _checked(result, y_shape, theta_shape, t_shape, name):
     """The three parts of a field's VJP as arrays of the protocol's shapes (ValueError if not).
 
-    A float t-part may stand for a per-sample one when it is 0-dimensional (no time input).
+    A float t-part may stand for a per-sample one when it is 0-dimensional (no time input);
+    ``None`` for the t-part (a field that does not depend on t), or for the θ-part of a field
+    without parameters, means zeros.
     """
     if not (isinstance(result, tuple) and len(result) == 3):
         raise ValueError(f"the field's {name}(t, y, v) must return a tuple (vᵀ∂f/∂y, vᵀ∂f/∂θ, "
                          f"vᵀ∂f/∂t), got {type(result).__name__}"
                          + (f" of length {len(result)}" if isinstance(result, tuple) else ""))
-    vy, vth, vt = (np.asarray(x) for x in result)
+    vy, vth, vt = result
+    if vt is None:
+        vt = np.zeros(t_shape)
+    if vth is None and math.prod(theta_shape) == 0:
+        vth = np.zeros(theta_shape)
+    if vth is None or vy is None:
+        raise ValueError(f"the field's {name}(t, y, v) returned None for "
+                         f"{'vᵀ∂f/∂y' if vy is None else 'vᵀ∂f/∂θ'}; return an array (zeros "
+                         "where the derivative is zero)")
+    vy, vth, vt = np.asarray(vy), np.asarray(vth), np.asarray(vt)
     if vy.shape != y_shape:
         raise ValueError(f"the field's {name} returned vᵀ∂f/∂y of shape {vy.shape} for y of "
                          f"shape {y_shape}; it must have the shape of y")
-    if vth.size != int(np.prod(theta_shape)) or (vth.ndim and vth.shape != theta_shape
-                                                  and vth.shape != (vth.size,)):
+    if vth.shape != theta_shape and (vth.size != math.prod(theta_shape)
+                                     or (vth.ndim and vth.shape != (vth.size,))):
         raise ValueError(f"the field's {name} returned vᵀ∂f/∂θ of shape {vth.shape}; expected "
                          f"{theta_shape} (P = {theta_shape[-1]} = params.size)")
-    if vt.shape not in (t_shape, ()):
-        raise ValueError(f"the field's {name} returned vᵀ∂f/∂t of shape {vt.shape}; expected "
-                         f"{t_shape or 'a float'} (the shape of t)")
-    return (vy.astype(np.result_type(vy, np.float32), copy=False),
-            vth.reshape(theta_shape), np.broadcast_to(vt, t_shape))
+    if vt.shape != t_shape:
+        if vt.shape != ():
+            raise ValueError(f"the field's {name} returned vᵀ∂f/∂t of shape {vt.shape}; "
+                             f"expected {t_shape or 'a float'} (the shape of t)")
+        vt = np.broadcast_to(vt, t_shape)
+    if vy.dtype.kind != "f" or vy.dtype.itemsize < 4:
+        vy = vy.astype(np.result_type(vy, np.float32))
+    return vy, vth.reshape(theta_shape), vt

@@ -14,10 +14,10 @@ Why beside the state and not in it. A user-written field's ``vjp`` returns vᵀ�
 over the rows of a batch (the protocol, README). Keeping one a_θ per sample in the state would
 need one ``vjp`` call per sample (the cost issue 14 measured: ≈ 29 ms per sample). The vjp is
 linear in v, so folding each row's weight b_j h_i into its row of v makes one call return the
-summed increment Σ_i h_i Σ_j b_j (−a_ijᵀ ∂f/∂θ): the sum over samples that dL/dθ is. It is
-taken after each pass of the integrator over the active rows, for the accepted steps only (the
-``on_step`` hook), so a rejected attempt adds nothing; the stages of all accepted rows are
-stacked into one call.
+summed increment Σ_i h_i Σ_j b_j (−a_ijᵀ ∂f/∂θ): the sum over samples that dL/dθ is. The
+stage points are taken after each pass of the integrator over the active rows, for the accepted
+steps only (the ``on_step`` hook), so a rejected attempt adds nothing; since only their sum is
+kept, the stage points of many passes are stacked into one call (every ``PENDING_ROWS``).
 
 Design decision (error control of a_θ). With a_θ outside the state its local error does not
 limit the step: the seminorm's treatment of a_θ (Kidger et al. 2021), which torchdiffeq offers
@@ -27,7 +27,10 @@ keep a_θ per sample in the state, where ``norm="rms"`` controls it, as the kern
 """
 import numpy as np
 
-from .solvers import stage_input, stage_time
+from .solvers import stage_inputs, stage_time
+
+#: Stage points gathered before one call of the field's vjp (memory: (1 + 2D) floats each).
+PENDING_ROWS = 1 << 16
 
 
 class ParameterQuadrature:
@@ -41,9 +44,10 @@ class ParameterQuadrature:
     tab : ButcherTableau
         The method of the backward solve.
     stage_point : callable
-        ``stage_point(t_j (n,), Y_j (n, W), rows (n,)) → (z_j (n, D), a_j (n, D))``: where a
-        stage's z and a come from (the state itself for backsolve, the replayed forward
-        solution for checkpoint).
+        ``stage_point(t (N,), Y (N, W), rows (N,)) → (z (N, D), a (N, D))``: where the
+        stages' z and a come from (the state itself for backsolve, the replayed forward
+        solution for checkpoint), for N stage points of the given batch rows (a row appears
+        once per stage).
     P : int
     dtype : numpy dtype
         The state's; the weights b_j h are cast to it.
@@ -58,11 +62,19 @@ class ParameterQuadrature:
 
     def __init__(self, vjp, tab, stage_point, P, dtype):
         self.vjp, self.tab, self.stage_point = vjp, tab, stage_point
-        self.total = np.zeros(P, dtype=dtype)
+        self._total = np.zeros(P, dtype=dtype)
         self.dtype = dtype
         # Stages with b_j = 0 (dopri5's 2nd and FSAL stages) add nothing: skip them.
-        self.stages = [j for j in range(tab.n_stages) if tab.b[j] != 0.0]
+        self.stages = np.array([j for j in range(tab.n_stages) if tab.b[j] != 0.0])
         self.n_vjp = None
+        self._pending = []              # stage points (t, z, v) not yet sent to the vjp
+        self._pending_rows = 0
+
+    @property
+    def total(self):
+        """Σ over samples and accepted steps so far of h Σ_j b_j (−a_jᵀ ∂f/∂θ), shape (P,)."""
+        self._flush()
+        return self._total
 
     def count(self, B):
         """Count the stage points evaluated per sample from now on."""
@@ -70,23 +82,32 @@ class ParameterQuadrature:
 
     def __call__(self, rows, t, h, t_new, y, K):
         """One pass of accepted steps (the ``on_step`` contract of ``pyode.solvers``)."""
-        tab = self.tab
-        ts, zs, vs = [], [], []
-        for j in self.stages:
-            Y_j = y if j == 0 else stage_input(y, h, tab.A[j, :j], K[:j])
-            t_j = stage_time(t, h, t_new, tab.c[j])
-            z_j, a_j = self.stage_point(t_j, Y_j, rows)
-            w = (-tab.b[j] * h).astype(self.dtype)[:, None]   # da_θ/dt = −aᵀ∂f/∂θ, times b_j h
-            ts.append(t_j)
-            zs.append(z_j)
-            vs.append(w * a_j)
-        if rows.size > 1:        # all stages of all rows in one call of the field's vjp
-            _, vth, _ = self.vjp(np.concatenate(ts), np.concatenate(zs), np.concatenate(vs))
-            self.total += vth
+        tab, js = self.tab, self.stages
+        n = rows.size
+        Y = stage_inputs(y, h, tab.A[js], K)                        # (m, n, W), m = len(js)
+        t_j = np.concatenate([stage_time(t, h, t_new, tab.c[j]) for j in js])
+        z, a = self.stage_point(t_j, Y.reshape(len(js) * n, -1), np.tile(rows, len(js)))
+        # da_θ/dt = −aᵀ∂f/∂θ; row (j, i) of v carries the weight b_j h_i of its stage.
+        w = (-tab.b[js][:, None] * h[None, :]).astype(self.dtype).reshape(-1, 1)
+        v = w * a
+        if n > 1:
+            # The sum is all that is kept, so the stage points of many passes can wait and go
+            # to the field's vjp together: one call per PENDING_ROWS stage points.
+            self._pending.append((t_j, z, v))
+            self._pending_rows += t_j.size
+            if self._pending_rows >= PENDING_ROWS:
+                self._flush()
         else:                    # one row: stage by stage, the same sums as a 1-D problem's
-            step = np.zeros_like(self.total)
-            for t_j, z_j, v_j in zip(ts, zs, vs):
-                step += self.vjp(t_j, z_j, v_j)[1]
-            self.total += step
+            step = np.zeros_like(self._total)
+            for m in range(len(js)):
+                step += self.vjp(t_j[m:m + 1], z[m:m + 1], v[m:m + 1])[1]
+            self._total += step
         if self.n_vjp is not None:
-            self.n_vjp[rows] += len(self.stages)
+            self.n_vjp[rows] += len(js)
+
+    def _flush(self):
+        """Send the pending stage points to the field's vjp in one call; add its θ-part."""
+        if self._pending:
+            t, z, v = (np.concatenate(parts) for parts in zip(*self._pending))
+            self._total += self.vjp(t, z, v)[1]
+            self._pending, self._pending_rows = [], 0

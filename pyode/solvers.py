@@ -78,19 +78,25 @@ def stage_time(t, h, t_new, c_i):
     return t_new if c_i == 1.0 else t + c_i * h
 
 
-def stage_input(y, h, A_i, K):
-    """Input of stage i, ``Y_i = y + h Σ_{j<i} A_ij K_j`` (HNW I, §II.1, eq. (1.8)).
+def stage_inputs(y, h, A_rows, K):
+    """Stage inputs ``Y_i = y + h Σ_j A_ij K_j`` (HNW I, §II.1, eq. (1.8)) for rows of A.
 
     Parameters
     ----------
     y : ndarray, shape (n, W)
     h : ndarray, shape (n,)
-    A_i : ndarray, shape (i,)
-        Row i of the tableau's A, up to the diagonal.
-    K : ndarray, shape (i, n, W)
-        The stages before stage i.
+    A_rows : ndarray, shape (m, k)
+        m rows of the tableau's A, over the first k stages (k = i for row i alone).
+    K : ndarray, shape (k, n, W)
+        The first k stages.
+
+    Returns
+    -------
+    ndarray, shape (m, n, W)
     """
-    return y + h.astype(y.dtype)[:, None] * np.tensordot(A_i.astype(y.dtype), K, axes=1)
+    k = A_rows.shape[1]
+    increments = (A_rows.astype(y.dtype) @ K.reshape(k, -1)).reshape((-1,) + y.shape)
+    return y + h.astype(y.dtype)[:, None] * increments
 
 
 def rk_step(ev, t, y, h, t_new, k1, tab, K, rows):
@@ -120,11 +126,11 @@ def rk_step(ev, t, y, h, t_new, k1, tab, K, rows):
     K[0] = k1
     y_new = None
     for i in range(1, tab.n_stages):
-        y_i = stage_input(y, h, tab.A[i, :i], K[:i])
+        y_i = stage_inputs(y, h, tab.A[i:i + 1, :i], K[:i])[0]
         K[i] = ev(stage_time(t, h, t_new, tab.c[i]), y_i, rows)
         y_new = y_i
     if not tab.fsal:
-        y_new = stage_input(y, h, tab.b, K)
+        y_new = stage_inputs(y, h, tab.b[None], K)[0]
     # FSAL: the last stage input y + h Σ A_sj K_j equals y + h Σ b_j K_j, and K[-1] = f(t_new,
     # y_new) becomes the next step's k1.
     return y_new

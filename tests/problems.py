@@ -348,6 +348,59 @@ class FastSlow(Field):
         return d_y0, np.array([d_k, d_th])
 
 
+class HybridMLP(Field):
+    """Physics term plus a small network: y' = −k ⊙ y + W₂ tanh(W₁ y + b₁ + u t).
+
+    θ = [k (D), W₁ (H, D), b₁ (H), u (H), W₂ (D, H)] (row-major). With s = tanh(p), p the
+    pre-activation, and g = (v W₂) ⊙ (1 − s²):  vᵀ∂f/∂y = −k ⊙ v + g W₁,  vᵀ∂f/∂k = −v ⊙ y,
+    vᵀ∂f/∂W₁ = g ⊗ y,  vᵀ∂f/∂b₁ = g,  vᵀ∂f/∂u = g t,  vᵀ∂f/∂W₂ = v ⊗ s,  vᵀ∂f/∂t = g · u.
+    """
+
+    def __init__(self, D=2, H=5, seed=0):
+        rng = np.random.default_rng(seed)
+        self.D, self.H = D, H
+        super().__init__(np.concatenate([rng.uniform(0.2, 1.0, D), rng.normal(0, 0.8, H * D),
+                                         rng.normal(0, 0.3, H), rng.normal(0, 0.5, H),
+                                         rng.normal(0, 0.8, D * H)]))
+
+    def _parts(self):
+        D, H = self.D, self.H
+        sizes = np.cumsum([D, H * D, H, H])
+        k, W1, b1, u, W2 = np.split(self.params, sizes)
+        return k, W1.reshape(H, D), b1, u, W2.reshape(D, H)
+
+    def _hidden(self, t, y):
+        k, W1, b1, u, W2 = self._parts()
+        return np.tanh(y @ W1.T + b1 + t[:, None] * u)
+
+    def _f(self, t, y):
+        k, W1, b1, u, W2 = self._parts()
+        return -k * y + self._hidden(t, y) @ W2.T
+
+    def _jvp(self, t, y, v):
+        k, W1, b1, u, W2 = self._parts()
+        s = self._hidden(t, y)
+        return -k * v + ((v @ W1.T) * (1 - s ** 2)) @ W2.T
+
+    def _vjp_rows(self, t, y, v):
+        k, W1, b1, u, W2 = self._parts()
+        B = y.shape[0]
+        s = self._hidden(t, y)
+        g = (v @ W2) * (1 - s ** 2)
+        vth = np.concatenate([-v * y, (g[:, :, None] * y[:, None, :]).reshape(B, -1), g,
+                              g * t[:, None], (v[:, :, None] * s[:, None, :]).reshape(B, -1)],
+                             axis=1)
+        return -k * v + g @ W1, vth, g @ u
+
+    def _jvp_params(self, t, y, w):
+        k, W1, b1, u, W2 = self._parts()
+        D, H = self.D, self.H
+        dk, dW1, db1, du, dW2 = np.split(w, np.cumsum([D, H * D, H, H]))
+        s = self._hidden(t, y)
+        dp = y @ dW1.reshape(H, D).T + db1 + t[:, None] * du
+        return -dk * y + (dp * (1 - s ** 2)) @ W2.T + s @ dW2.reshape(D, H).T
+
+
 class Problem:
     """An initial value problem y(t0) = y0 for ``field``, with its solution ``solution(t)``.
 
