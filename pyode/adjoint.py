@@ -549,45 +549,46 @@ def backward_pass(f, yb, gb, t, tab, rtol, atol, opts, squeeze, norm_mask=None):
                                          lambda t_j, Y_j, rows: (Y_j[:, :D], Y_j[:, D:2 * D]),
                                          P, dtype)
 
-    def g_dot_f(i):
-        """g_i · f(t_i, y_i) per sample, shape (B,)."""
-        return np.sum(gb[i] * ev(np.full(B, t[i]), yb[i]), axis=1)
-
     stats = {k: np.zeros(B, dtype=np.int64) for k in ("nfev", "n_accepted", "n_rejected")}
-    dLdt = np.zeros(T)
-    gf = g_dot_f(T - 1)
-    stats["nfev"] += 1
-    dLdt[-1] = gf.sum()
-    a = gb[-1].copy()
-    a_theta = np.zeros((B, P), dtype=dtype)
-    a_t = -gf
-    h = opts.get("first_step")
-    recon = np.zeros(B)
-    for i in range(T - 1, 0, -1):
-        theta = [a_theta] if per_sample else []
-        state = np.concatenate([yb[i], a] + theta + [a_t[:, None].astype(dtype)], axis=1)
-        span = np.array([t[i], t[i - 1]])
-        if tab.adaptive:
-            out, st, h = integrate_adaptive(ev_aug, state, span, tab, rtol, atol_state, h,
-                                            opts["max_num_steps"], mask, quadrature)
-        else:
-            out, st = integrate_fixed(ev_aug, state, span, tab, opts["step_size"], quadrature)
-        for k in stats:
-            stats[k] += st[k]
-        end = out[-1]
-        gap = np.abs(end[:, :D] - yb[i - 1]) / (atol_z + rtol * np.abs(yb[i - 1]))
-        recon = np.maximum(recon, gap.max(axis=1))
-        a, a_t = end[:, D:2 * D], end[:, -1].astype(np.float64)
-        if per_sample:
-            a_theta = end[:, 2 * D:2 * D + P]
-        if i - 1 > 0:
-            gf = g_dot_f(i - 1)
-            stats["nfev"] += 1
-            dLdt[i - 1] = gf.sum()
-            a_t = a_t - gf                   # keeps a_t = −aᵀf across the jump a → a + g_i
-        a = a + gb[i - 1]
-    dLdt[0] = a_t.sum()
-    return a, (a_theta.sum(axis=0) if per_sample else quadrature.total), dLdt, stats, recon
+    # g_i · f(t_i, y_i) per sample for i ≥ 1: dL/dt_i, and the jumps of a_t (App. C).
+    gf = np.zeros((T, B))
+    for i in range(1, T):
+        gf[i] = np.sum(gb[i] * ev(np.full(B, t[i]), yb[i]), axis=1)
+        stats["nfev"] += 1
+    theta0 = [np.zeros((B, P), dtype=dtype)] if per_sample else []
+    state = np.concatenate([yb[-1], gb[-1]] + theta0 + [(-gf[-1])[:, None].astype(dtype)],
+                           axis=1)                               # [z | a | (a_θ) | a_t]
+
+    def jump(k, rows, s):
+        """At t_i (i = T − 1 − k, backward): z restarts from the stored y_i (Alg. 1),
+        a → a + g_i, and a_t → a_t − g_i·f(t_i, y_i), which keeps a_t = −aᵀf (App. C)."""
+        i = T - 1 - k
+        s = s.copy()
+        s[:, :D] = yb[i, rows]
+        s[:, D:2 * D] += gb[i, rows]
+        s[:, -1] = s[:, -1].astype(np.float64) - gf[i, rows]
+        return s
+
+    t_back = t[::-1].copy()
+    if tab.adaptive:
+        out, st, _ = integrate_adaptive(ev_aug, state, t_back, tab, rtol, atol_state,
+                                        opts.get("first_step"), opts["max_num_steps"], mask,
+                                        quadrature, jump)
+    else:
+        out, st = integrate_fixed(ev_aug, state, t_back, tab, opts["step_size"], quadrature,
+                                  jump)
+    for k in stats:
+        stats[k] += st[k]
+    # Reconstruction error of z at the output times t_{T-2}, …, t_0 (before each restart).
+    z_back, y_fwd = out[1:, :, :D], yb[::-1][1:]
+    gap = np.abs(z_back - y_fwd) / (atol_z + rtol * np.abs(y_fwd))
+    recon = gap.max(axis=(0, 2))
+    end = out[-1]
+    a = end[:, D:2 * D] + gb[0]
+    a_theta = end[:, 2 * D:2 * D + P].sum(axis=0) if per_sample else quadrature.total
+    dLdt = gf.sum(axis=1)
+    dLdt[0] = end[:, -1].astype(np.float64).sum()
+    return a, a_theta, dLdt, stats, recon
 
 
 def _state_channels(D, P, per_sample):

@@ -254,13 +254,14 @@ def _raise_if_nonfinite(values, t, h, nfev):
                              _sample(i, values.shape[0]))
 
 
-def integrate_fixed(ev, y0, t_out, tab, step_size, on_step=None):
+def integrate_fixed(ev, y0, t_out, tab, step_size, on_step=None, jump=None):
     """Fixed-step integration; each output interval is split into equal steps ≤ step_size.
 
     Design decision: torchdiffeq steps on the grid t0 + k·h and interpolates the outputs; we
     split every interval [t_{i-1}, t_i] into n = ceil(|Δt| / step_size) equal steps so the last
     step lands exactly on each output time and nothing is interpolated. When step_size divides
-    the interval the steps are exactly step_size. ``on_step``: see :func:`integrate_adaptive`.
+    the interval the steps are exactly step_size. ``on_step`` and ``jump``: see
+    :func:`integrate_adaptive`.
 
     Returns
     -------
@@ -293,13 +294,16 @@ def integrate_fixed(ev, y0, t_out, tab, step_size, on_step=None):
             if on_step is not None:
                 on_step(every_row, tt, hh, tn, y_start, K)
         ys[i] = y
+        if jump is not None and i < T - 1:
+            y = jump(np.full(B, i), every_row, y)
     stats = dict(nfev=np.full(B, tab.n_stages * n_done), n_accepted=np.full(B, n_done),
                  n_rejected=np.zeros(B, dtype=np.int64))
     return ys, stats
 
 
 def integrate_adaptive(ev, y0, t_out, tab, rtol, atol, first_step=None,
-                       max_num_steps=DEFAULT_MAX_NUM_STEPS, norm_mask=None, on_step=None):
+                       max_num_steps=DEFAULT_MAX_NUM_STEPS, norm_mask=None, on_step=None,
+                       jump=None):
     """Adaptive integration with per-sample step control and dense output at ``t_out``.
 
     Parameters
@@ -325,6 +329,14 @@ def integrate_adaptive(ev, y0, t_out, tab, rtol, atol, first_step=None,
         step start, signed size and end, ``y`` (n, D) the state at the step start and ``K``
         (s, n, D) the stages (``pyode.trajectory`` records them for the discrete and the
         checkpointed adjoints). The arrays may be reused afterwards: copy what you keep.
+    jump : callable, optional
+        ``jump(i (n,), rows (n,), y (n, D)) → y (n, D)``: the state jumps at the output times
+        t_out[1:-1] (the adjoint adds dL/dy(t_i) there, Chen et al. Alg. 1). With it, every
+        output time is a step end (steps are clipped to land on it, as on the final time),
+        ``ys[i]`` is the state before the jump, and each row restarts after its jump with
+        f evaluated at the new state (one evaluation) and its step size carried on — exactly
+        a new solve per interval, except that a row never waits for the others: each crosses
+        the output times on its own. ``max_num_steps`` then counts per interval.
 
     Returns
     -------
@@ -353,22 +365,27 @@ def integrate_adaptive(ev, y0, t_out, tab, rtol, atol, first_step=None,
     k1 = ev(t, y, np.arange(B))
     nfev += 1
     _raise_if_nonfinite(k1, t, np.zeros(B), nfev)
+    t_first = t_out[1] if jump is not None else t_end     # where the first step may end
     if first_step is None:
-        h = initial_step(ev, t, y, k1, t_end, tab.error_order, rtol, atol, norm_mask)
+        h = initial_step(ev, t, y, k1, t_first, tab.error_order, rtol, atol, norm_mask)
         nfev += 1
     else:
         h = np.minimum(np.broadcast_to(np.abs(first_step), (B,)).astype(np.float64),
-                       abs(t_end - t_out[0]))
+                       abs(t_first - t_out[0]))
     h = direction * h
     nxt = np.ones(B, dtype=np.int64)          # index of the next output time per sample
     active = np.arange(B)
     nonfinite = np.zeros(B, dtype=bool)       # did the sample's last attempt give NaN/inf?
     rejected = np.zeros(B, dtype=bool)        # was the sample's last attempt rejected?
 
+    attempts = np.zeros(B, dtype=np.int64)  # attempted steps since the last restart
+    restarted = None                        # rows that jumped in this pass
     while active.size:
         ta, ya, ha, k1a = t[active], y[active], h[active], k1[active]
-        # Clip the step so it lands exactly on t_end (never evaluate f beyond it).
-        last = direction * ha >= direction * (t_end - ta)
+        # Clip the step so it lands exactly on t_end, or with jumps on the next output time
+        # (never evaluate f beyond it).
+        t_stop = t_out[np.minimum(nxt[active], T - 1)] if jump is not None else t_end
+        last = direction * ha >= direction * (t_stop - ta)
         # Any other step below a few ulps of t cannot move t (accepted or not): give up.
         under = ~last & (np.abs(ha) < min_step(ta))
         if np.any(under):
@@ -378,8 +395,8 @@ def integrate_adaptive(ev, y0, t_out, tab, rtol, atol, first_step=None,
                 raise NonFiniteError("Non-finite state or derivative (the step size shrank to "
                                      "zero around it)", ta[i], ha[i], nfev[active[i]], b)
             raise StepSizeUnderflowError("Step size underflow", ta[i], ha[i], nfev[active[i]], b)
-        ha = np.where(last, t_end - ta, ha)
-        t_new = np.where(last, t_end, ta + ha)
+        ha = np.where(last, t_stop - ta, ha)
+        t_new = np.where(last, t_stop, ta + ha)
         K = np.empty((s,) + ya.shape, dtype=y0.dtype)
         with np.errstate(over="ignore", invalid="ignore"):
             y_new = rk_step(ev, ta, ya, ha, t_new, k1a, tab, K, active)
@@ -420,13 +437,27 @@ def integrate_adaptive(ev, y0, t_out, tab, rtol, atol, first_step=None,
             t[rows] = t_new[acc]
             y[rows] = y_new[acc]
             k1[rows] = K[-1, acc]
+            if jump is not None:             # rows that landed on t_out[1:-1]: jump, restart
+                landed = last[acc] & (nxt[rows] < T)
+                if np.any(landed):
+                    r = rows[landed]
+                    y[r] = jump(nxt[r] - 1, r, y[r])
+                    k1[r] = ev(t[r], y[r], r)
+                    nfev[r] += 1
+                    attempts[r] = -1             # the += 1 below makes it 0
+                    restarted = r
         # A step clipped to land on t_end says nothing about the step the problem allows: keep
         # the larger of the proposal and the unclipped step (used to continue the next interval).
         h_next = np.where(accept & last, direction * np.maximum(np.abs(h_next),
                                                                np.abs(h[active])), h_next)
         h[active] = h_next
+        if restarted is not None:        # a restart's first step fits its interval, as a new
+            span = np.abs(t_out[nxt[restarted]] - t[restarted])          # solve's would
+            h[restarted] = direction * np.minimum(np.abs(h[restarted]), span)
+            restarted = None
 
-        too_many = (n_acc[active] + n_rej[active]) >= max_num_steps
+        attempts[active] += 1
+        too_many = attempts[active] >= max_num_steps
         done = nxt[active] >= T
         if np.any(too_many & ~done):
             i = int(np.argmax(too_many & ~done))
