@@ -66,7 +66,7 @@ from numpy.typing import ArrayLike
 
 from .checkpoint import checkpoint_pass
 from .discrete import discrete_pass
-from .errors import AdjointReconstructionWarning
+from .errors import AdjointReconstructionWarning, SolverError, in_backward_solve
 from .forward_sensitivity import sensitivity_solve, sensitivity_vjp
 from .protocol import VectorField, has_per_sample_vjp, n_params, require, vjp_rows
 from .quadrature import ParameterQuadrature
@@ -105,6 +105,11 @@ NORMS = ("rms", "seminorm")
 #: methods only: a fixed-step solve errs by O(h^p), which the tolerances say nothing about.
 RECONSTRUCTION_WARN_FACTOR = 100.0
 
+#: Added to a failure of a backward solve that carries a_t: a ∂f/∂t that is infinite or huge
+#: somewhere (y' = p·√t at t = 0) spoils only the time gradient.
+TIME_GRADIENT_NOTE = ("if only the time gradient dL/dt is affected (e.g. ∂f/∂t infinite at "
+                      "t0), odeint_adjoint(..., time_gradients=False) still computes the others")
+
 
 @dataclass
 class AdjointGradients:
@@ -116,8 +121,9 @@ class AdjointGradients:
         dL/dy0.
     params : ndarray, shape (P,)
         dL/dθ, summed over the samples of a batch.
-    t : ndarray, shape (T,)
-        dL/dt_i for every output time (units: loss per unit of t), summed over the samples.
+    t : ndarray, shape (T,), or None
+        dL/dt_i for every output time (units: loss per unit of t), summed over the samples;
+        None with ``time_gradients=False``.
     info : SolveInfo
         Statistics of the backward pass, per sample: its field evaluations (``nfev``; for
         "discrete" the vjp evaluations, for "forward" the T evaluations of f for dL/dt) and
@@ -141,7 +147,8 @@ def odeint_adjoint(f: VectorField, y0: ArrayLike, t: ArrayLike, method: str = "d
                    rtol: float = 1e-7, atol: ArrayLike = 1e-9, adjoint_rtol: float | None = None,
                    adjoint_atol: ArrayLike | None = None, options: dict[str, Any] | None = None,
                    backend: str = "auto", adjoint_method: str = "backsolve",
-                   adjoint_options: dict[str, Any] | None = None, **unknown: Any
+                   adjoint_options: dict[str, Any] | None = None, time_gradients: bool = True,
+                   **unknown: Any
                    ) -> tuple[np.ndarray, Callable[[ArrayLike], AdjointGradients]]:
     """Solve like :func:`pyode.odeint` and return a function computing gradients.
 
@@ -171,6 +178,11 @@ def odeint_adjoint(f: VectorField, y0: ArrayLike, t: ArrayLike, method: str = "d
         Per method (``ADJOINT_OPTIONS``): ``"norm"`` ("backsolve", "checkpoint"): ``"rms"``
         (default) or ``"seminorm"``; ``"checkpoint_every"`` ("checkpoint"): store the state
         every k-th accepted step (int ≥ 1, default 1).
+    time_gradients : bool
+        Compute dL/dt (default True). With False, ``vjp(...).t`` is None and nothing of the
+        time gradient is computed: "backsolve" carries no a_t channel in its backward state
+        (cheaper, and a ∂f/∂t that is infinite at t0, as for y' = p·√t, no longer matters)
+        and skips the evaluations of g_i · f(t_i, y_i).
 
     Returns
     -------
@@ -214,6 +226,9 @@ def odeint_adjoint(f: VectorField, y0: ArrayLike, t: ArrayLike, method: str = "d
     if unknown:
         raise unknown_keywords_error("odeint_adjoint", unknown, keyword_names(odeint_adjoint))
     aopts = check_adjoint_method(adjoint_method, adjoint_options)
+    if not isinstance(time_gradients, (bool, np.bool_)):
+        raise TypeError(f"time_gradients must be True or False, got {time_gradients!r}")
+    aopts["time_gradients"] = bool(time_gradients)
     if backend == "cuda" and adjoint_method != "backsolve":
         raise ValueError(f"adjoint_method={adjoint_method!r} has no CUDA kernel (backend='cuda' "
                          "runs 'backsolve'); use backend='numba' or 'auto' for it")
@@ -258,7 +273,7 @@ def odeint_adjoint(f: VectorField, y0: ArrayLike, t: ArrayLike, method: str = "d
         if squeeze:
             a = a[0]
             stats = {k: int(v[0]) for k, v in stats.items()}
-        return AdjointGradients(y0=a, params=a_theta, t=dLdt,
+        return AdjointGradients(y0=a, params=a_theta, t=dLdt if time_gradients else None,
                                 info=SolveInfo(method=tab.name, **stats),
                                 forward_info=forward_info, method=adjoint_method)
 
@@ -350,7 +365,8 @@ def _run_backsolve(f, y0, t, method, rtol, atol, adjoint_tols, options, backend,
         else:
             mask = _leading(W, 2 * D) if seminorm else None      # [z, a] of [z, a, a_θ, a_t]
             a, a_theta, dLdt, stats, recon = backward_pass(f, yb, gb, t_arr, tab, a_rtol, a_atol,
-                                                           opts, squeeze, mask)
+                                                           opts, squeeze, mask,
+                                                           aopts["time_gradients"])
         if tab.adaptive:
             _warn_if_reconstruction_failed(recon)
         return a, a_theta, dLdt, stats
@@ -481,7 +497,7 @@ def _warn_if_reconstruction_failed(recon):
             stacklevel=4)
 
 
-def augmented_dynamics(f, squeeze, D, per_sample):
+def augmented_dynamics(f, squeeze, D, per_sample, time_gradients=True):
     """The backward system of Chen et al. Alg. 1 / App. C on the augmented state.
 
     Returns ``ev(t (n,), s (n, W), rows (n,)) → ds/dt`` with
@@ -490,7 +506,8 @@ def augmented_dynamics(f, squeeze, D, per_sample):
 
     Layout ``[z, a, a_θ, a_t]`` (W = 2D + P + 1) with ``per_sample`` (the field's
     ``vjp_per_sample``); otherwise ``[z, a, a_t]`` (W = 2D + 1) and a_θ is the quadrature of
-    ``pyode.quadrature`` beside it. One call of the field and one of its vjp for all n rows.
+    ``pyode.quadrature`` beside it; without ``time_gradients`` no a_t channel (the last).
+    One call of the field and one of its vjp for all n rows.
     """
     ev = batch_field(f, squeeze, None)
     vjp = vjp_rows(f, squeeze, per_sample)
@@ -499,12 +516,14 @@ def augmented_dynamics(f, squeeze, D, per_sample):
         z, a = s[:, :D], s[:, D:2 * D]          # layout: [z | a | (a_θ) | a_t]
         vy, vth, vt = vjp(t, z, a)
         theta = [-vth] if per_sample else []
-        return np.concatenate([ev(t, z), -vy] + theta + [-vt[:, None]], axis=1)
+        time = [-vt[:, None]] if time_gradients else []
+        return np.concatenate([ev(t, z), -vy] + theta + time, axis=1)
 
     return ev_aug
 
 
-def backward_pass(f, yb, gb, t, tab, rtol, atol, opts, squeeze, norm_mask=None):
+def backward_pass(f, yb, gb, t, tab, rtol, atol, opts, squeeze, norm_mask=None,
+                  time_gradients=True):
     """Integrate the augmented state backward over each output interval (Chen et al., Alg. 1).
 
     The whole batch in one backward solve: every row keeps its own step control, and each
@@ -523,6 +542,8 @@ def backward_pass(f, yb, gb, t, tab, rtol, atol, opts, squeeze, norm_mask=None):
         In the layout [z, a, a_θ, a_t] (the a_θ entries are unused without ``vjp_per_sample``).
     norm_mask : ndarray of bool, shape (2D + P + 1,), optional
         Components in the error norm (all by default), in the same layout.
+    time_gradients : bool
+        Carry a_t and return dL/dt (True), or neither (``dLdt`` is None).
 
     Returns
     -------
@@ -537,9 +558,9 @@ def backward_pass(f, yb, gb, t, tab, rtol, atol, opts, squeeze, norm_mask=None):
     P = n_params(f)
     per_sample = has_per_sample_vjp(f)
     ev = batch_field(f, squeeze, None)
-    ev_aug = augmented_dynamics(f, squeeze, D, per_sample)
+    ev_aug = augmented_dynamics(f, squeeze, D, per_sample, time_gradients)
     dtype = yb.dtype
-    keep = _state_channels(D, P, per_sample)      # [z, a, a_θ, a_t] → the state's layout
+    keep = _state_channels(D, P, per_sample, time_gradients)   # [z, a, a_θ, a_t] → the state
     atol_state = atol if np.ndim(atol) == 0 else np.asarray(atol)[keep]
     atol_z = atol if np.ndim(atol) == 0 else np.asarray(atol)[:D]
     mask = None if norm_mask is None else np.asarray(norm_mask)[keep]
@@ -552,12 +573,12 @@ def backward_pass(f, yb, gb, t, tab, rtol, atol, opts, squeeze, norm_mask=None):
     stats = {k: np.zeros(B, dtype=np.int64) for k in ("nfev", "n_accepted", "n_rejected")}
     # g_i · f(t_i, y_i) per sample for i ≥ 1: dL/dt_i, and the jumps of a_t (App. C).
     gf = np.zeros((T, B))
-    for i in range(1, T):
+    for i in range(1, T if time_gradients else 1):
         gf[i] = np.sum(gb[i] * ev(np.full(B, t[i]), yb[i]), axis=1)
         stats["nfev"] += 1
     theta0 = [np.zeros((B, P), dtype=dtype)] if per_sample else []
-    state = np.concatenate([yb[-1], gb[-1]] + theta0 + [(-gf[-1])[:, None].astype(dtype)],
-                           axis=1)                               # [z | a | (a_θ) | a_t]
+    time0 = [(-gf[-1])[:, None].astype(dtype)] if time_gradients else []
+    state = np.concatenate([yb[-1], gb[-1]] + theta0 + time0, axis=1)   # [z | a | (a_θ) | (a_t)]
 
     def jump(k, rows, s):
         """At t_i (i = T − 1 − k, backward): z restarts from the stored y_i (Alg. 1),
@@ -566,17 +587,21 @@ def backward_pass(f, yb, gb, t, tab, rtol, atol, opts, squeeze, norm_mask=None):
         s = s.copy()
         s[:, :D] = yb[i, rows]
         s[:, D:2 * D] += gb[i, rows]
-        s[:, -1] = s[:, -1].astype(np.float64) - gf[i, rows]
+        if time_gradients:
+            s[:, -1] = s[:, -1].astype(np.float64) - gf[i, rows]
         return s
 
     t_back = t[::-1].copy()
-    if tab.adaptive:
-        out, st, _ = integrate_adaptive(ev_aug, state, t_back, tab, rtol, atol_state,
-                                        opts.get("first_step"), opts["max_num_steps"], mask,
-                                        quadrature, jump)
-    else:
-        out, st = integrate_fixed(ev_aug, state, t_back, tab, opts["step_size"], quadrature,
-                                  jump)
+    try:
+        if tab.adaptive:
+            out, st, _ = integrate_adaptive(ev_aug, state, t_back, tab, rtol, atol_state,
+                                            opts.get("first_step"), opts["max_num_steps"],
+                                            mask, quadrature, jump)
+        else:
+            out, st = integrate_fixed(ev_aug, state, t_back, tab, opts["step_size"],
+                                      quadrature, jump)
+    except SolverError as exc:
+        raise in_backward_solve(exc, TIME_GRADIENT_NOTE if time_gradients else "") from exc
     for k in stats:
         stats[k] += st[k]
     # Reconstruction error of z at the output times t_{T-2}, …, t_0 (before each restart).
@@ -586,12 +611,16 @@ def backward_pass(f, yb, gb, t, tab, rtol, atol, opts, squeeze, norm_mask=None):
     end = out[-1]
     a = end[:, D:2 * D] + gb[0]
     a_theta = end[:, 2 * D:2 * D + P].sum(axis=0) if per_sample else quadrature.total
-    dLdt = gf.sum(axis=1)
-    dLdt[0] = end[:, -1].astype(np.float64).sum()
+    dLdt = None
+    if time_gradients:
+        dLdt = gf.sum(axis=1)
+        dLdt[0] = end[:, -1].astype(np.float64).sum()
     return a, a_theta, dLdt, stats, recon
 
 
-def _state_channels(D, P, per_sample):
+def _state_channels(D, P, per_sample, time_gradients=True):
     """Indices of the backward state's channels in the full layout [z, a, a_θ, a_t]."""
     full = np.arange(2 * D + P + 1)
-    return full if per_sample else np.concatenate([full[:2 * D], full[-1:]])
+    parts = [full[:2 * D]] + ([full[2 * D:2 * D + P]] if per_sample else []) \
+        + ([full[-1:]] if time_gradients else [])
+    return np.concatenate(parts)

@@ -25,6 +25,7 @@ class SolverError(RuntimeError):
     hint = ""
 
     def __init__(self, what, t, dt, nfev, sample=None):
+        self.what = what
         self.t = float(t)
         self.dt = float(dt)
         self.nfev = int(nfev)
@@ -34,6 +35,20 @@ class SolverError(RuntimeError):
         if self.hint:
             msg += f": {self.hint}"
         super().__init__(msg)
+
+
+def in_backward_solve(exc, note=""):
+    """The :class:`SolverError` ``exc`` of a backward (adjoint) solve, saying so.
+
+    Returns a new exception of the same class whose message starts with "In the backward
+    (adjoint) solve" (``t`` is then a time of the backward integration) and ends with
+    ``note``, for the caller to ``raise ... from exc``.
+    """
+    new = type(exc)("In the backward (adjoint) solve: " + exc.what[:1].lower() + exc.what[1:],
+                    exc.t, exc.dt, exc.nfev, exc.sample)
+    if note:
+        new.args = (f"{new.args[0]}; {note}",)
+    return new
 
 
 class StepSizeUnderflowError(SolverError):
