@@ -20,6 +20,19 @@ With cotangents ȳ_new (of y_new) and K̄ (of the stages, from dense outputs ins
 Every stage costs one ``vjp`` of the field; a stage with K̄_j = 0 (the FSAL stage of a step
 without dense output) is skipped. The error estimate does not enter y, so it has no cotangent.
 
+The batch is reversed in lockstep (issue 14): at reverse round r every sample that still has
+steps reverses its own step N_b − 1 − r (the samples have their own step counts N_b and sizes;
+those with fewer steps drop out first), and stage j of a round is *one* ``vjp`` call for all
+the rows of the round whose K̄_j is not zero, each row at its own (t + c_j h, Y_j, K̄_j). The
+field's θ-part comes back summed over those rows, which is all dL/dθ needs: K̄_j already
+carries the weights h b_j, so θ̄ = Σ over the calls of their θ-parts, with no per-sample split.
+The rest (dense-output cotangents, the map of t̄ and h̄ onto the output times) is per row,
+vectorised over the rows of a round, with sums over stages written out elementwise (not as
+matrix products, whose rounding may depend on the number of rows), so a row's arithmetic is
+what it would be alone; only the sums over the samples (θ̄, t̄) and the field's own rounding
+differ. The stage inputs Y_j are formed in float64 and given to the field in the state's dtype,
+as the forward solve evaluated them.
+
 Design decisions
 ----------------
 * Step sizes are constants. An adaptive solver chooses h from the error estimate, which
@@ -46,7 +59,9 @@ Design decisions
   differences of ``odeint`` agree with it to their own truncation error.
 
 Memory and cost: (s + 1)·D floats per accepted step and sample (it grows with the number of
-steps, unlike the backsolve adjoint's); one vjp per stage with a nonzero cotangent.
+steps, unlike the backsolve adjoint's; the backward pass gathers the record into one array,
+so it holds it twice while it runs); per sample, one vjp evaluation per stage with a nonzero
+cotangent, and for the batch at most s·max_b N_b calls of the field's vjp.
 
 References
 ----------
@@ -60,10 +75,11 @@ arXiv:1812.01892 (discrete vs continuous gradients).
 import numpy as np
 
 from .protocol import n_params, vjp_rows
+from .solvers import stage_time
 
 
 def discrete_pass(f, ys, gs, t_out, tab, record, squeeze=True):
-    """Backward pass of the discrete adjoint, one sample at a time.
+    """Backward pass of the discrete adjoint, all samples in lockstep (module docstring).
 
     Parameters
     ----------
@@ -76,117 +92,175 @@ def discrete_pass(f, ys, gs, t_out, tab, record, squeeze=True):
         The method of the forward solve.
     record : pyode.trajectory.StepRecorder
         The forward solve's accepted steps, recorded with ``stages=True``.
+    squeeze : bool
+        Call the field with 1-D arguments (a float t, (D,) arrays), as for a 1-D problem;
+        only for B = 1 (ignored otherwise). Without it: t (n,) and (n, D) arrays.
 
     Returns
     -------
     a : ndarray, shape (B, D)            dL/dy0 per sample
-    a_theta : ndarray, shape (B, P)      dL/dθ per sample
+    a_theta : ndarray, shape (P,)        dL/dθ, summed over the samples
     dLdt : ndarray, shape (T,)           dL/dt_i, summed over the samples
-    stats : dict of ndarray (B,)         nfev (vjp evaluations), n_accepted (steps reversed),
-                                         n_rejected (0)
+    stats : dict of ndarray (B,)         nfev (vjp evaluations: stage points of the sample),
+                                         n_accepted (steps reversed), n_rejected (0)
     """
     T, B, D = ys.shape
     P = n_params(f)
-    vjp = vjp_rows(f, True, True)           # one sample at a time: 1-D calls of the field
-    a = np.empty((B, D), dtype=ys.dtype)
-    a_theta = np.empty((B, P), dtype=ys.dtype)
-    dLdt = np.zeros(T)
-    stats = {k: np.zeros(B, dtype=np.int64) for k in ("nfev", "n_accepted", "n_rejected")}
-    for b in range(B):
-        steps = record.sample(b)
-        a[b], a_theta[b], dt_b, stats["nfev"][b] = _reverse_sample(vjp, tab, steps, t_out,
-                                                                   gs[:, b], P)
-        stats["n_accepted"][b] = steps.n_steps
-        dLdt += dt_b
-    return a, a_theta.sum(axis=0), dLdt, stats
-
-
-def _reverse_sample(vjp, tab, steps, t_out, g, P):
-    """Reverse one sample's steps. Returns (dL/dy0 (D,), dL/dθ (P,), dL/dt (T,), n_vjp)."""
-    T = t_out.shape[0]
-    N = steps.n_steps
-    direction = 1.0 if t_out[-1] > t_out[0] else -1.0
-    # Output i ≥ 1 came from the first step whose end reached it (as the integrators decide).
-    owner = np.searchsorted(direction * steps.t_new, direction * t_out[1:], side="left")
-    fixed = None if tab.adaptive else _fixed_schedule(steps, t_out)
-    y_bar = np.zeros_like(g[0])             # cotangent of the state at the end of step n
+    vjp = vjp_rows(f, squeeze and B == 1, False)    # θ-part summed over the rows of a call
+    st = _Steps(record, B, t_out, tab)
+    c, A, b = tab.c, tab.A, tab.b
+    y_bar = np.zeros((B, D), dtype=gs.dtype)    # cotangent of each sample's current step end
     theta_bar = np.zeros(P)
-    t_bar_out = np.zeros(T)
-    n_vjp = 0
-    i = T - 1                               # next output (going backward) to account for
-    for n in range(N - 1, -1, -1):
-        y, h, t, t_new, K = steps.y[n], steps.h[n], steps.t[n], steps.t_new[n], steps.K[n]
-        y_new_bar = y_bar
-        start_bar = np.zeros_like(y_bar)    # cotangent of y_n, the state at the step start
-        K_bar = np.zeros_like(K)            # (s, D)
-        t_bar = h_bar = 0.0                 # cotangents of t_n and h_n
-        while i >= 1 and owner[i - 1] == n:
+    t_bar_out = np.zeros((B, T))                # per sample, summed over the samples at the end
+    nfev = np.zeros(B, dtype=np.int64)
+    for r in range(st.rounds):
+        rows = np.flatnonzero(st.N > r)         # samples with a step left; ascending
+        n_rows = rows.size
+        step = st.off[rows] + st.N[rows] - 1 - r   # each row's step N_b − 1 − r (flat index)
+        y, h, t, t_new = st.y[step], st.h[step], st.t[step], st.t_new[step]
+        K = st.K[:, step]                       # (s, n, D)
+        y_new_bar = y_bar[rows]
+        start_bar = np.zeros_like(y_new_bar)    # cotangent of y_n, the state at the step start
+        K_bar = np.zeros_like(K)
+        t_bar = np.zeros(n_rows)                # cotangents of t_n and h_n per row
+        h_bar = np.zeros(n_rows)
+        lo, hi = st.out_bounds[r], st.out_bounds[r + 1]
+        if hi > lo:                             # outputs owned by the steps of this round
+            out_row, out_i = st.out_row[lo:hi], st.out_i[lo:hi]
+            pos = np.searchsorted(rows, out_row)
+            g = gs[out_i, out_row]
             if tab.adaptive:
-                tb, hb, t_bar_out[i] = _dense_output_vjp(tab, K, h, t, t_new, t_out[i], g[i],
-                                                         start_bar, K_bar)
-                t_bar += tb
-                h_bar += hb
+                tb, hb, t_bar_out[out_row, out_i] = _dense_output_vjp(
+                    tab, K, h, t, t_new, t_out[out_i], g, pos, start_bar, K_bar)
+                np.add.at(t_bar, pos, tb)
+                np.add.at(h_bar, pos, hb)
             else:
-                y_new_bar = y_new_bar + g[i]      # fixed steps land on the output time
-            i -= 1
-        tb, hb, n_vjp_step = _step_vjp(vjp, tab, y, h, t, t_new, K, y_new_bar, start_bar,
-                                       K_bar, theta_bar)
-        t_bar += tb
-        h_bar += hb
-        n_vjp += n_vjp_step
+                np.add.at(y_new_bar, pos, g)    # fixed steps land on the output time
+        # Reverse the step (module docstring): K̄_j += h b_j ȳ_new, ȳ = ȳ_new,
+        # h̄ = ȳ_new · Σ_j b_j K_j; then the stages, last to first.
+        start_bar += y_new_bar
+        K_bar += (h[None, :] * b[:, None])[:, :, None] * y_new_bar[None]
+        step_h_bar = np.sum(y_new_bar * _combine(b, K), axis=1)
+        step_t_bar = np.zeros(n_rows)
+        for j in range(tab.n_stages - 1, -1, -1):
+            used = np.any(K_bar[j] != 0, axis=1)
+            if not np.any(used):
+                continue
+            sel = slice(None) if np.all(used) else np.flatnonzero(used)
+            h_s = h[sel]
+            incr = _combine(A[j, :j], K[:j, sel])                 # Σ_{l<j} A_jl K_l
+            Y_j = (y[sel] + h_s[:, None] * incr).astype(K.dtype, copy=False)
+            tau = stage_time(t[sel], h_s, t_new[sel], c[j])
+            Y_bar, th_bar, tau_bar = vjp(tau, Y_j, K_bar[j, sel])
+            nfev[rows[sel]] += 1
+            theta_bar += th_bar
+            step_t_bar[sel] += tau_bar
+            step_h_bar[sel] += c[j] * tau_bar
+            start_bar[sel] += Y_bar
+            K_bar[:j, sel] += (h_s[None, :] * A[j, :j, None])[:, :, None] * Y_bar[None]
+            step_h_bar[sel] += np.sum(Y_bar * incr, axis=1)
+        t_bar += step_t_bar
+        h_bar += step_h_bar
         # Map the cotangents of (t_n, h_n) onto the output times (module docstring).
         if tab.adaptive:
-            t_bar_out[0] += t_bar
-            if n == N - 1:                  # h_L = t_N − t_L, and t_L moves with t_0
-                t_bar_out[T - 1] += h_bar
-                t_bar_out[0] -= h_bar
+            t_bar_out[rows, 0] += t_bar
+            if r == 0:                          # every sample's last step: h_L = t_N − t_L,
+                t_bar_out[rows, T - 1] += h_bar     # and t_L moves with t_0
+                t_bar_out[rows, 0] -= h_bar
         else:
-            interval, k, m = fixed[0][n], fixed[1][n], fixed[2][n]
-            t_bar_out[interval - 1] += t_bar * (1.0 - k / m) - h_bar / m
-            t_bar_out[interval] += t_bar * (k / m) + h_bar / m
-        y_bar = start_bar
-    return y_bar + g[0], theta_bar, t_bar_out, n_vjp
+            interval, k, m = st.interval[step], st.index[step], st.count[step]
+            t_bar_out[rows, interval - 1] += t_bar * (1.0 - k / m) - h_bar / m
+            t_bar_out[rows, interval] += t_bar * (k / m) + h_bar / m
+        y_bar[rows] = start_bar
+    stats = {"nfev": nfev, "n_accepted": st.N.copy(),
+             "n_rejected": np.zeros(B, dtype=np.int64)}
+    a = (y_bar + gs[0]).astype(ys.dtype, copy=False)
+    return a, theta_bar.astype(ys.dtype), t_bar_out.sum(axis=0), stats
 
 
-def _dense_output_vjp(tab, K, h, t, t_new, t_i, g, start_bar, K_bar):
+class _Steps:
+    """The recorded steps of all samples, concatenated sample after sample (flat index
+    ``off[b] + n`` for step n of sample b), and per reverse round the outputs its steps own.
+
+    Attributes
+    ----------
+    N, off : ndarray of int, shape (B,)
+        Steps per sample and the flat index of each sample's first step.
+    rounds : int
+        max N: the number of reverse rounds.
+    t, h, t_new : ndarray, shape (M,)       M = Σ N
+    y : ndarray, shape (M, D)
+    K : ndarray, shape (s, M, D)
+    out_row, out_i : ndarray of int, shape (B·(T − 1),)
+        (sample, output index i ≥ 1) pairs, ordered by the reverse round of the step that owns
+        the output, then by sample, then by i descending (the order a lone sample takes them).
+    out_bounds : ndarray of int, shape (rounds + 1,)
+        Round r's pairs are ``out_row[out_bounds[r]:out_bounds[r + 1]]``.
+    interval, index, count : ndarray of int, shape (M,)
+        Fixed-step methods only: per step its output interval i, its index k in it and the
+        number m of steps in it (:func:`_fixed_schedule`).
+    """
+
+    def __init__(self, record, B, t_out, tab):
+        T = t_out.shape[0]
+        samples = [record.sample(b) for b in range(B)]
+        self.N = np.array([s.n_steps for s in samples], dtype=np.int64)
+        self.off = np.concatenate([[0], np.cumsum(self.N)[:-1]]).astype(np.int64)
+        self.rounds = int(self.N.max()) if B else 0
+        self.t = np.concatenate([s.t for s in samples])
+        self.h = np.concatenate([s.h for s in samples])
+        self.t_new = np.concatenate([s.t_new for s in samples])
+        self.y = np.concatenate([s.y for s in samples])
+        self.K = np.concatenate([s.K for s in samples]).transpose(1, 0, 2).copy()
+        # Output i ≥ 1 came from the first step whose end reached it (as the integrators
+        # decide); it is handled in the round that reverses that step.
+        direction = 1.0 if t_out[-1] > t_out[0] else -1.0
+        owner = np.array([np.searchsorted(direction * s.t_new, direction * t_out[1:],
+                                          side="left") for s in samples]).reshape(B, T - 1)
+        rnd = (self.N[:, None] - 1 - owner).ravel()
+        row = np.repeat(np.arange(B), T - 1)
+        i = np.tile(np.arange(1, T), B)
+        order = np.lexsort((-i, row, rnd))
+        self.out_row, self.out_i = row[order], i[order]
+        self.out_bounds = np.searchsorted(rnd[order], np.arange(self.rounds + 1))
+        if not tab.adaptive:
+            parts, last = [], None
+            for s in samples:               # the samples of a fixed-step solve share the grid
+                if last is None or not np.array_equal(s.t_new, last[0]):
+                    last = (s.t_new, _fixed_schedule(s, t_out))
+                parts.append(last[1])
+            self.interval, self.index, self.count = (np.concatenate(p) for p in zip(*parts))
+
+
+def _dense_output_vjp(tab, K, h, t, t_new, t_i, g, pos, start_bar, K_bar):
     """Cotangents of y(t_i) = y + h Σ_j b_j(ϑ) K_j, ϑ = (t_i − t)/h, for dL/dy(t_i) = g.
 
-    Adds into ``start_bar`` (D,) and ``K_bar`` (s, D) in place; returns the cotangents of the
-    step start t, of h and of the output time t_i.
+    For m outputs at once: output q belongs to row ``pos[q]`` of the round's steps (``K``
+    (s, n, D), ``h``, ``t``, ``t_new`` (n,)), at time ``t_i[q]`` with ``g[q]`` (D,). Adds into
+    ``start_bar`` (n, D) and ``K_bar`` (s, n, D) in place (in the order of the outputs);
+    returns the cotangents (m,) of the step start t, of h and of the output time t_i.
     """
-    theta = 1.0 if t_i == t_new else (t_i - t) / h
-    b = tab.P @ np.array([theta, theta ** 2, theta ** 3, theta ** 4])          # b_j(ϑ)
-    db = tab.P @ np.array([1.0, 2.0 * theta, 3.0 * theta ** 2, 4.0 * theta ** 3])  # b_j'(ϑ)
-    start_bar += g
-    K_bar += h * b[:, None] * g[None, :]
-    slope = g @ (db @ K)                     # g · Σ_j b_j'(ϑ) K_j
-    return -slope, g @ (b @ K) - theta * slope, slope
+    h, t, t_new = h[pos], t[pos], t_new[pos]
+    theta = np.where(t_i == t_new, 1.0, (t_i - t) / h)
+    th = theta[:, None]
+    P = tab.P
+    b = th * P[:, 0] + th ** 2 * P[:, 1] + th ** 3 * P[:, 2] + th ** 4 * P[:, 3]     # b_j(ϑ)
+    db = P[:, 0] + 2.0 * th * P[:, 1] + 3.0 * th ** 2 * P[:, 2] + 4.0 * th ** 3 * P[:, 3]
+    np.add.at(start_bar, pos, g)
+    np.add.at(K_bar, (slice(None), pos), (h[:, None] * b).T[:, :, None] * g[None])
+    Kq = K[:, pos]                                                   # (s, m, D)
+    slope = np.sum(g * _combine(db, Kq), axis=1)                    # g · Σ_j b_j'(ϑ) K_j
+    return -slope, np.sum(g * _combine(b, Kq), axis=1) - theta * slope, slope
 
 
-def _step_vjp(vjp, tab, y, h, t, t_new, K, y_new_bar, start_bar, K_bar, theta_bar):
-    """Reverse one explicit RK step (module docstring). Adds into ``start_bar``, ``K_bar`` and
-    ``theta_bar`` in place; returns (t̄, h̄, number of vjp evaluations)."""
-    c, A, b = tab.c, tab.A, tab.b
-    start_bar += y_new_bar
-    K_bar += h * b[:, None] * y_new_bar[None, :]
-    h_bar = y_new_bar @ (b @ K)
-    t_bar = 0.0
-    n_vjp = 0
-    for j in range(tab.n_stages - 1, -1, -1):
-        if not np.any(K_bar[j]):
-            continue
-        incr = A[j, :j] @ K[:j]                              # Σ_{l<j} A_jl K_l
-        Y_j = y + h * incr
-        tau = t_new if c[j] == 1.0 else t + c[j] * h         # as rk_step evaluates it
-        Y_bar, th_bar, tau_bar = vjp(np.array([tau]), Y_j[None], K_bar[j][None])
-        n_vjp += 1
-        theta_bar += th_bar[0]
-        t_bar += float(tau_bar[0])
-        h_bar += c[j] * float(tau_bar[0])
-        start_bar += Y_bar[0]
-        K_bar[:j] += h * A[j, :j, None] * Y_bar[0][None, :]
-        h_bar += Y_bar[0] @ incr
-    return t_bar, h_bar, n_vjp
+def _combine(w, K):
+    """Σ_j w_j K_j for stages K (k, n, D) and weights w (k,) or per row (n, k), in float64
+    or wider: elementwise products summed in stage order, so that a row's result does not
+    depend on the other rows (a matrix product's rounding may depend on the shape)."""
+    acc = np.zeros(K.shape[1:], dtype=np.result_type(K.dtype, np.float64))
+    for j in range(K.shape[0]):
+        acc += (w[j] if w.ndim == 1 else w[:, j, None]) * K[j]
+    return acc
 
 
 def _fixed_schedule(steps, t_out):
