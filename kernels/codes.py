@@ -11,6 +11,10 @@ MIN_FACTOR = 0.2        # never shrink a step by more than 5x at once (error est
 MAX_FACTOR = 10.0       # never grow a step by more than 10x at once
 DEFAULT_MAX_NUM_STEPS = 100_000   # attempted steps (accepted + rejected) per sample
 UNDERFLOW_ULPS = 10     # a step below ~10 ulps of t cannot move t reliably: give up
+# After a non-finite attempt, the next steps bisect towards the time where the field failed
+# (pyode.solvers.integrate_adaptive, "non-finite stages"); this many bisecting accepted steps
+# in a row and the failure is taken for the step's fault, not the time's, and forgotten.
+BISECT_STEPS = 4
 
 # Status of a sample's solve, as a kernel reports it (the wrappers in pyode turn it into a
 # pyode.errors exception).

@@ -36,15 +36,15 @@ import numpy as np
 from numba import njit, prange
 from numba.core.extending import register_jitable
 
-from .codes import (AUGMENTED, CHECKPOINT, FORWARD, MAX_FACTOR, MIN_FACTOR,  # noqa: F401
-                    NONFINITE, OK, SAFETY, TOO_MANY, UNDERFLOW, UNDERFLOW_ULPS)
+from .codes import (AUGMENTED, BISECT_STEPS, CHECKPOINT, FORWARD, MAX_FACTOR,  # noqa: F401
+                    MIN_FACTOR, NONFINITE, OK, SAFETY, TOO_MANY, UNDERFLOW, UNDERFLOW_ULPS)
 from .mlp import C_ONE, C_THREE, C_ZERO, mlp_forward, mlp_vjp
 
 # Layout of ``cst`` (C_ZERO = 0, C_ONE = 1, C_THREE = 2 are kernels.mlp's).
 (C_RTOL, C_FIRST_STEP, C_MAX_STEPS, C_EXPONENT, C_INV_ORDER, C_N_NORM, C_FSAL, C_STEP_SIZE,
  C_SAFETY, C_MIN_FACTOR, C_MAX_FACTOR, C_ERR_FLOOR, C_ULP_EPS, C_ULP_TINY, C_H_SMALL, C_H_DEFAULT,
- C_CENTI, C_HUNDRED, C_D_TINY, C_MILLI, C_FIXED_SHRINK) = range(3, 24)
-N_CONSTANTS = 24
+ C_CENTI, C_HUNDRED, C_D_TINY, C_MILLI, C_FIXED_SHRINK, C_HALF) = range(3, 25)
+N_CONSTANTS = 25
 
 
 def constants(dtype, tab, rtol, opts, n_norm):
@@ -70,6 +70,7 @@ def constants(dtype, tab, rtol, opts, n_norm):
     cst[C_H_SMALL], cst[C_H_DEFAULT], cst[C_CENTI] = 1e-5, 1e-6, 0.01
     cst[C_HUNDRED], cst[C_D_TINY], cst[C_MILLI] = 100.0, 1e-15, 1e-3
     cst[C_FIXED_SHRINK] = 1.0 - 1e-12 if dtype == np.float64 else 1.0 - 4 * info.eps
+    cst[C_HALF] = 0.5                             # bisection towards a non-finite stage
     return cst
 
 
@@ -187,7 +188,8 @@ def initial_step(mode, ops, opf, theta, D, t0, t_end, y, f0, tmp, ftmp, atol, ac
         h = h0
     if not (math.isfinite(h) and h > cst[C_ZERO]):
         h = min(cst[C_H_DEFAULT], span)
-    return h
+    # A guess below the step floor (10 ulps of t0) is raised to it, as the NumPy path does.
+    return min(max(h, cst[C_ULP_EPS] * abs(t0) + cst[C_ULP_TINY]), span)
 
 
 @register_jitable
@@ -291,11 +293,14 @@ def solve_adaptive(mode, ops, opf, theta, D, y0, t_out, tab, first_step, atol, y
     status = OK
     nonfinite = False
     rejected = False        # was the last attempt rejected? (caps the next accepted step)
+    has_bad = False         # a time where the field failed lies ahead (t_bad), bisected toward
+    t_bad = t0
+    bisected = 0
     while nxt < T:
         last = direction * h >= direction * (t_end - t)
         # Any step but the last below a few ulps of t cannot move t (accepted or not): give up.
         if not last and abs(h) < cst[C_ULP_EPS] * abs(t) + cst[C_ULP_TINY]:
-            status = NONFINITE if nonfinite else UNDERFLOW
+            status = NONFINITE if (nonfinite or has_bad) else UNDERFLOW
             fail[0], fail[1], fail[2] = t, h, stats[0] + nfev
             break
         ha = t_end - t if last else h
@@ -324,6 +329,30 @@ def solve_adaptive(mode, ops, opf, theta, D, y0, t_out, tab, first_step, atol, y
         rejected = not accept
         h_next = ha * factor
         nonfinite = not finite
+        # Bisect towards the earliest stage time where the field failed
+        # (pyode.solvers._toward_failure, which explains the design).
+        if not finite:
+            tau = t_new
+            for i in range(1, s):
+                if not _all_finite(K[i]):
+                    tau = t_new if tab[i, 0] == one else t + tab[i, 0] * ha
+                    break
+            if not has_bad or direction * tau < direction * t_bad:
+                t_bad = tau
+            has_bad = True
+            bisected = 0
+            half = cst[C_HALF] * (t_bad - t)
+            if abs(half) < abs(h_next):
+                h_next = half
+        elif accept and has_bad:
+            if direction * (t_new - t_bad) >= zero or bisected >= BISECT_STEPS:
+                has_bad = False
+                bisected = 0
+            else:
+                half = cst[C_HALF] * (t_bad - t_new)
+                if abs(half) < abs(h_next):
+                    h_next = half
+                    bisected += 1
         if not accept:
             n_rej += 1
         else:

@@ -37,8 +37,9 @@ _attach_source_kernels()
 from . import losses, nn, optim  # noqa: E402
 from .adjoint import ADJOINT_METHODS, AdjointGradients, odeint_adjoint
 from .compare import GradientComparison, compare_gradients
-from .errors import (AdjointReconstructionWarning, CudaUnavailableError, NonFiniteError,
-                     SolverError, StepSizeUnderflowError, TooManyStepsError)
+from .errors import (AdjointReconstructionWarning, CudaUnavailableError,
+                     Float32TimeResolutionError, NonFiniteError, SolverError,
+                     StepSizeUnderflowError, TooManyStepsError)
 from .errors import SaveFormatError
 from .gradcheck import gradcheck
 from .protocol import VectorField
@@ -51,7 +52,7 @@ __version__ = "0.1.0"
 __all__ = [
     "nn", "optim", "losses", "odeint", "odeint_adjoint", "gradcheck", "METHODS",
     "ButcherTableau", "SolveInfo", "AdjointGradients", "SolverError", "StepSizeUnderflowError",
-    "CudaUnavailableError",
+    "CudaUnavailableError", "Float32TimeResolutionError",
     "NonFiniteError", "TooManyStepsError", "ADJOINT_METHODS", "AdjointReconstructionWarning",
     "compare_gradients", "GradientComparison",
     "VectorField",

@@ -149,7 +149,9 @@ def compare_gradients(f: VectorField, y0: ArrayLike, t: ArrayLike,
     Raises
     ------
     TypeError
-        ``loss`` is not callable, or ``methods`` has a malformed entry.
+        ``loss`` is not callable, or ``methods`` has a malformed entry; or the finite
+        differences cannot perturb the parameters: ``f.params`` returns a copy and the field
+        has no setter (the message says how to fix the field).
     ValueError
         Bad arguments (as ``odeint_adjoint``), or ``loss`` returns a gradient of the wrong
         shape.
@@ -272,23 +274,92 @@ def _finite_differences(f, y0, t, loss, eps, kw):
     def value():
         return _loss(loss, odeint(f, y0, t, **kw))[0]
 
-    def partials(x):
+    def partials(x, store=None):
+        """Differences in every entry of x; ``store(x)`` hands x over after each write."""
+        def put(i, v):
+            x[i] = v
+            if store is not None:
+                store(x)
+
         g = np.zeros(x.shape)
         for i in np.ndindex(x.shape):
             old = x[i]
             h = eps * max(1.0, abs(old))
             try:
-                x[i] = old + h
+                put(i, old + h)
                 up = value()
-                x[i] = old - h
+                put(i, old - h)
                 down = value()
             finally:
-                x[i] = old
+                put(i, old)
             g[i] = (up - down) / (2.0 * h)
         return g
 
-    # f.params is written in place (writing into params changes the field) and restored.
-    return {"y0": partials(y0), "params": partials(np.asarray(f.params)), "t": partials(t)}
+    # f.params is written in place (writing into params changes the field) and restored, or
+    # assigned through the field's setter when params returns a copy (_writable_params).
+    params, store = _writable_params(f)
+    return {"y0": partials(y0), "params": partials(params, store), "t": partials(t)}
+
+
+def _writable_params(f):
+    """``(array, store)``: the array whose entries the differences perturb, and how to hand it
+    to the field (None: writing into ``f.params`` itself changes the field, the protocol's
+    item 2; else a function that assigns the array with ``f.params = array``).
+
+    Writing into a copy would perturb nothing and report the adjoint as wrong (an error of
+    ~100 %), so the write is checked: one entry is changed, read back through ``f.params``
+    and restored.
+
+    Raises
+    ------
+    TypeError
+        ``f.params`` returns a copy (or a read-only array) and the field has no setter that
+        takes new parameters; the message says how to fix the field.
+    """
+    params = f.params
+    arr = np.asarray(params)
+    if arr.size == 0:
+        return arr, None
+    if _writes_through(f, arr):
+        return arr, None
+    setter = getattr(getattr(type(f), "params", None), "fset", None)
+    if setter is not None:
+        own = np.array(arr, dtype=arr.dtype)
+
+        def store(values):
+            f.params = values
+
+        if _writes_through(f, own, store):
+            return own, store
+    name = type(f).__name__
+    ignored = ", and its setter ignores new values" if setter is not None else ""
+    raise TypeError(
+        f"compare_gradients: writing into {name}.params does not change the field "
+        f"({name}.params returns a copy{ignored}), so the finite-difference reference could "
+        "not perturb the parameters and would report every method as wrong. Make params "
+        "return the field's own array (e.g. self.params = np.asarray(theta) in __init__, read "
+        "in __call__, jvp and vjp), or give the params property a setter that copies new "
+        "values in; or pass your own reference= gradients")
+
+
+def _writes_through(f, arr, store=None):
+    """Change arr's first entry, hand it over (``store``), read ``f.params`` back, restore."""
+    first = (0,) * arr.ndim
+    old = arr[first].copy()
+    probe = np.asarray(1.0 if old != 1.0 else 2.0, dtype=arr.dtype)
+    try:
+        arr[first] = probe
+    except ValueError:                  # a read-only array
+        return False
+    try:
+        if store is not None:
+            store(arr)
+        seen = np.asarray(f.params)
+        return seen.shape == arr.shape and bool(seen[first] == probe)
+    finally:
+        arr[first] = old
+        if store is not None:
+            store(arr)
 
 
 def _relative_error(g, ref):

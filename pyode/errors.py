@@ -58,6 +58,28 @@ class StepSizeUnderflowError(SolverError):
             "check the field, loosen rtol/atol, or stop the integration before this time")
 
 
+class Float32TimeResolutionError(StepSizeUnderflowError):
+    """A float32 kernel's step fell below the float32 resolution of t.
+
+    The float32 kernels (Numba CPU and CUDA) keep t in float32, whose spacing near t is
+    ε₃₂·|t| (ε₃₂ = 2⁻²³ ≈ 1.2e-7: about 1e-3 at t = 1e4). A problem that needs smaller steps
+    there (y' = −3e4 (y − 1) on t = [1e4, 1e4 + 1]) cannot be solved in float32 time, though
+    float64 solves it. Raised in place of :class:`StepSizeUnderflowError` (a subclass, so
+    ``except StepSizeUnderflowError`` still catches it) when a float64 step of the same size
+    would have moved t.
+    """
+
+    @property
+    def hint(self):
+        eps = 2.0 ** -23
+        return (f"the step fell below the float32 resolution of t (eps32*|t| = "
+                f"{eps * abs(self.t):.1g}; steps under 10*eps32*|t| = "
+                f"{10 * eps * abs(self.t):.1g} cannot move t): the float32 kernels keep t in "
+                "float32. Solve in float64 (y0.astype(np.float64), and an nn field built with "
+                "dtype=np.float64), or, for a field that does not read t, shift t to start at 0; "
+                "if float64 fails here too, the solution may blow up here or the problem is stiff")
+
+
 class NonFiniteError(SolverError):
     """The state or the derivative became NaN or infinite."""
 

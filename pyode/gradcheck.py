@@ -81,6 +81,14 @@ class GradcheckResult:
         lines.append(
             f"  max abs err = {self.max_abs_err:.3g}, max rel err = {self.max_rel_err:.3g}"
         )
+        if self.numeric.size and not np.any(self.numeric) and np.any(self.analytic):
+            # The usual cause: fun copies x into a field (f.params[:] = x) whose params
+            # property returns a copy, so the differences perturb nothing.
+            lines.append(
+                "  the numeric gradient is 0 in every entry: fun's value does not change with "
+                "x. If fun writes x into a field (f.params[:] = x), check that f.params is the "
+                "field's own array and not a copy (or set it with f.params = x)"
+            )
         return "\n".join(lines)
 
 

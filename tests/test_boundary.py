@@ -50,12 +50,47 @@ def test_identity_field_that_returns_its_input_is_right():
 
 
 @pytest.mark.parametrize("container", [list, tuple])
-def test_list_or_tuple_result_is_refused(container):
+def test_list_or_tuple_result_is_coerced_for_a_1d_state_and_refused_for_a_batch(container):
+    # For y (D,) a list of D numbers can only mean one thing; for a batch y (n, D) a list of
+    # D columns and a list of n rows look alike, so it stays refused (with the fix).
     def field(t, y):
-        return container([-y[0], -y[1]])
+        return container([-y[0], -2 * y[1]])
 
-    with pytest.raises(TypeError, match=f"returned a {container.__name__}.*np.stack"):
-        odeint(field, np.array([1.0, 2.0]), T)
+    ys = odeint(field, np.array([1.0, 2.0]), T, **TOL)
+    np.testing.assert_allclose(ys, np.stack([np.exp(-T), 2.0 * np.exp(-2.0 * T)], axis=1),
+                               rtol=1e-9)
+
+    def batch_field(t, y):
+        return container([-y[:, 0], -y[:, 1]])
+
+    with pytest.raises(TypeError, match=f"returned a {container.__name__} for a batch.*np.stack"):
+        odeint(batch_field, np.array([[1.0, 2.0], [3.0, 4.0]]), T)
+
+
+@pytest.mark.parametrize("result, y0, expect", [
+    (lambda y: -float(y[0]), [1.0], None),                  # a Python float for D = 1
+    (lambda y: -y.sum(), [1.0], None),                       # a NumPy scalar for D = 1
+    (lambda y: [-y[0], 0], [1.0, 0.0], None),                # ints in a list are numbers
+    (lambda y: -float(y[0]), [1.0, 2.0], r"returned a float of shape \(\) for a state of "
+                                          r"shape \(2,\)"),
+    (lambda y: [-y[0]], [1.0, 2.0], r"returned a list of shape \(1,\) for a state of shape "
+                                    r"\(2,\)"),
+    (lambda y: [[1.0], [1.0, 2.0]], [1.0, 2.0], r"'field' returned a ragged list"),
+    (lambda y: [None, 1.0], [1.0, 2.0], r"'field' returned a list of objects that are not "
+                                        r"numbers.*shape \(2,\)"),
+])
+def test_scalar_and_list_results_of_a_1d_field(result, y0, expect):
+    def field(t, y):
+        return result(y)
+
+    y0 = np.array(y0)
+    if expect is None:
+        ys = odeint(field, y0, T, **TOL)
+        np.testing.assert_allclose(ys[:, 0], np.exp(-T), rtol=1e-9)
+        np.testing.assert_array_equal(ys[:, 1:], np.broadcast_to(y0[1:], (T.size, y0.size - 1)))
+    else:
+        with pytest.raises((TypeError, ValueError), match=expect):
+            odeint(field, y0, T)
 
 
 @pytest.mark.parametrize("bad, word", [(lambda y: np.ones(y.shape, dtype=np.int64), "int64"),

@@ -196,3 +196,46 @@ def test_example_runs_and_writes_its_plots(tmp_path):
         assert (tmp_path / name).stat().st_size > 10_000
         assert str(tmp_path / name) in res.stdout
     assert res.stdout.count("AdjointReconstructionWarning") == 2   # dissipative backsolves
+
+
+class _CopyParams(Exponential):
+    """y' = λy whose ``params`` property returns a copy of θ (the mistake under test)."""
+
+    def __init__(self, rate):
+        self._theta = np.array([rate], dtype=np.float64)
+
+    @property
+    def params(self):
+        return self._theta.copy()
+
+
+class _CopyParamsWithSetter(_CopyParams):
+    """The same, with a setter: ``f.params = θ`` is how its parameters change."""
+
+    @_CopyParams.params.setter
+    def params(self, value):
+        self._theta = np.array(value, dtype=np.float64).reshape(-1)
+
+
+def _decay_reference(lam, y0, t):
+    """dL/dλ of L = Σ_i y(t_i) for y' = λy (test_errors_against_a_closed_form_...)."""
+    return np.array([np.sum(t * y0 * np.exp(lam * t))])
+
+
+def test_params_returning_a_copy_is_refused_with_the_fix():
+    # The differences wrote into the copy, perturbed nothing and reported the adjoint as
+    # ~100 % wrong; now the write is checked and the message says what to change.
+    with pytest.raises(TypeError, match=r"_CopyParams\.params returns a copy.*setter"):
+        compare_gradients(_CopyParams(-0.7), [2.0], [0.0, 0.4, 1.1], _sum_loss,
+                          methods=["backsolve"], backend="numpy", verbose=False)
+
+
+def test_params_returning_a_copy_goes_through_the_setter():
+    f, t = _CopyParamsWithSetter(-0.7), np.array([0.0, 0.4, 1.1])
+    res = compare_gradients(f, [2.0], t, _sum_loss, methods=["backsolve"], rtol=1e-9,
+                            atol=1e-11, backend="numpy", verbose=False)
+    # central differences of rtol 1e-10 solves: 1e-5 (test_adjoint.py's FD_RTOL)
+    np.testing.assert_allclose(res.reference["params"], _decay_reference(-0.7, 2.0, t),
+                               rtol=1e-5)
+    assert res.row("backsolve")["err_params"] <= 1e-5
+    np.testing.assert_array_equal(f.params, [-0.7])          # restored

@@ -106,3 +106,27 @@ def test_bad_fun_raises():
         gradcheck(lambda z: (z, z), np.ones(3))
     with pytest.raises(TypeError, match="callable"):
         gradcheck(3, np.ones(3))
+
+
+def test_a_field_whose_params_is_a_copy_gets_a_hint_in_the_report():
+    # fun writes x into f.params, which returns a copy: nothing changes, the numeric
+    # gradient is exactly 0, and the report says why instead of only "FAILED".
+    class CopyParams:
+        def __init__(self):
+            self._theta = np.array([2.0])
+
+        @property
+        def params(self):
+            return self._theta.copy()
+
+    f = CopyParams()
+
+    def fun(p):
+        f.params[:] = p                        # lost: writes into a copy
+        return float(f._theta[0] ** 2), 2.0 * f._theta
+
+    result = gradcheck(fun, f.params)
+    assert not result.ok and np.all(result.numeric == 0.0)
+    assert "f.params is the field's own array and not a copy" in str(result)
+    correct = gradcheck(lambda p: (float(p[0] ** 2), 2.0 * p), np.array([2.0]))
+    assert "not a copy" not in str(correct)

@@ -5,16 +5,19 @@ Each wrapper converts and allocates (:class:`~pyode.backends.program.Packed`), c
 ``pyode.errors`` exception of the first failed sample (:func:`raise_failure`). The module also
 holds the checkpointed adjoint's hook (record, then replay) that ``pyode.checkpoint`` calls.
 """
+import contextlib
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass
 
 import numba
 import numpy as np
 
-from ..errors import NonFiniteError, StepSizeUnderflowError, TooManyStepsError
-from ..kernels.codes import NONFINITE, OK, UNDERFLOW
+from ..errors import (Float32TimeResolutionError, NonFiniteError, StepSizeUnderflowError,
+                      TooManyStepsError)
+from ..kernels.codes import NONFINITE, OK, UNDERFLOW, UNDERFLOW_ULPS
 from ..kernels.rk import adjoint_batch, checkpoint_batch, forward_batch, record_batch
 from ..trajectory import SampleSteps
 from .program import packed
@@ -149,6 +152,39 @@ def _code_source(kernel, args):
 # Thin wrappers: convert, allocate, call, raise.
 # ---------------------------------------------------------------------------------------------
 
+#: Threading layers that may be entered from several Python threads at once (Numba's docs,
+#: "The Threading Layers": tbb and omp are thread-safe; workqueue is not, and aborts the process
+#: with "Concurrent access has been detected" when two threads launch parallel kernels).
+THREAD_SAFE_LAYERS = ("tbb", "omp")
+
+#: Serialises the kernel launches of all Python threads when the layer is not thread-safe.
+_LAUNCH_LOCK = threading.Lock()
+_layer_is_thread_safe = None        # unknown until a parallel launch has chosen the layer
+
+
+def launch_guard():
+    """A context manager around one parallel kernel launch: the launch lock, or nothing.
+
+    Design decision: Numba picks its threading layer at the first parallel launch of the
+    process (``NUMBA_THREADING_LAYER``, else tbb, omp, workqueue, whichever loads). Under tbb
+    and omp, launches from several Python threads run concurrently; under workqueue they are
+    serialised here, so threads never abort the process and each launch computes exactly what
+    it computes alone (every sample is solved by one iteration of the kernel's ``prange``, so
+    the results are bit-identical to a serial run either way). Until the layer is known (the
+    first launch) the lock is taken too.
+    """
+    global _layer_is_thread_safe
+    if _layer_is_thread_safe is None:
+        if numba.config.DISABLE_JIT:
+            _layer_is_thread_safe = True            # plain Python: no threading layer
+        else:
+            try:
+                _layer_is_thread_safe = numba.threading_layer() in THREAD_SAFE_LAYERS
+            except ValueError:                      # not chosen yet: this launch chooses it
+                return _LAUNCH_LOCK
+    return contextlib.nullcontext() if _layer_is_thread_safe else _LAUNCH_LOCK
+
+
 def run_kernel(kernel, dtype, batch, *args):
     """Call a batch kernel on ``batch`` samples: in parallel, or on one thread for one sample.
 
@@ -156,16 +192,18 @@ def run_kernel(kernel, dtype, batch, *args):
     still wakes the pool and waits for it: measured on a 2-core machine with another process
     busy, ``odeint`` of one sample (MLP 2-4-2, t = [0, 1e-6]) took 200–580 µs on two threads
     and 80–105 µs on one. Numba's thread count is per calling thread, so setting it here and
-    restoring it after cannot disturb other Python threads.
+    restoring it after cannot disturb other Python threads. Launches from several Python
+    threads are safe under every threading layer (:func:`launch_guard`).
     """
-    if batch > 1:
-        return call_with_compile_log(kernel, dtype, *args)
-    threads = numba.get_num_threads()
-    numba.set_num_threads(1)
-    try:
-        return call_with_compile_log(kernel, dtype, *args)
-    finally:
-        numba.set_num_threads(threads)
+    with launch_guard():
+        if batch > 1:
+            return call_with_compile_log(kernel, dtype, *args)
+        threads = numba.get_num_threads()
+        numba.set_num_threads(1)
+        try:
+            return call_with_compile_log(kernel, dtype, *args)
+        finally:
+            numba.set_num_threads(threads)
 
 
 def raise_failure(status, fail, stats, what="", max_num_steps=None):
@@ -178,7 +216,13 @@ def raise_failure(status, fail, stats, what="", max_num_steps=None):
     t, dt, nfev = (float(x) for x in fail[i])
     code = status[i]
     if code == UNDERFLOW:
-        raise StepSizeUnderflowError(f"Step size underflow{what}", t, dt, nfev, sample)
+        # float32 kernels keep t in float32: name its resolution when that is what stopped
+        # the step (not the tiny floor near t = 0) and a float64 t would move by dt.
+        eps32, f64 = np.finfo(np.float32).eps, np.finfo(np.float64)
+        coarse = (fail.dtype == np.float32 and abs(dt) < UNDERFLOW_ULPS * eps32 * abs(t)
+                  and abs(dt) >= UNDERFLOW_ULPS * (f64.eps * abs(t) + f64.tiny))
+        kind = Float32TimeResolutionError if coarse else StepSizeUnderflowError
+        raise kind(f"Step size underflow{what}", t, dt, nfev, sample)
     if code == NONFINITE:
         raise NonFiniteError(f"Non-finite state or derivative{what}", t, dt, nfev, sample)
     raise TooManyStepsError(f"Reached max_num_steps={max_num_steps}{what}", t, dt, nfev, sample)
