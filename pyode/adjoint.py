@@ -64,16 +64,15 @@ from typing import Any, Callable
 import numpy as np
 from numpy.typing import ArrayLike
 
+from .backward import adjoint_solve
 from .checkpoint import checkpoint_pass
 from .discrete import discrete_pass
-from .errors import AdjointReconstructionWarning, SolverError, in_backward_solve
+from .errors import AdjointReconstructionWarning
 from .forward_sensitivity import sensitivity_solve, sensitivity_vjp
-from .protocol import VectorField, has_per_sample_vjp, n_params, require, vjp_rows
-from .quadrature import ParameterQuadrature
+from .protocol import VectorField, n_params, require
 from .solvers import (SolveInfo, _odeint, batch_field, check_field_width, check_options,
                       check_step_count, check_times, check_tolerances, check_y0, integrate,
-                      integrate_adaptive, integrate_fixed, is_device_array, kernel_module,
-                      keyword_names)
+                      is_device_array, kernel_module, keyword_names)
 from .suggest import adjoint_method_hint, unknown_keywords_error
 from .tableaus import get_tableau
 from .trajectory import StepRecorder
@@ -104,11 +103,6 @@ NORMS = ("rms", "seminorm")
 #: below 100); an unstable one by exp(∫|λ|dt) times it, orders of magnitude more. Adaptive
 #: methods only: a fixed-step solve errs by O(h^p), which the tolerances say nothing about.
 RECONSTRUCTION_WARN_FACTOR = 100.0
-
-#: Added to a failure of a backward solve that carries a_t: a ∂f/∂t that is infinite or huge
-#: somewhere (y' = p·√t at t = 0) spoils only the time gradient.
-TIME_GRADIENT_NOTE = ("if only the time gradient dL/dt is affected (e.g. ∂f/∂t infinite at "
-                      "t0), odeint_adjoint(..., time_gradients=False) still computes the others")
 
 
 @dataclass
@@ -400,7 +394,8 @@ def _run_checkpoint(f, y0, t, method, rtol, atol, adjoint_tols, options, backend
 
         def backward(gb):
             return checkpoint_pass(f, ys, gb, prob.t, prob.tab, record, a_rtol, a_atol,
-                                   prob.opts, mask, squeeze=prob.squeeze)
+                                   prob.opts, mask, squeeze=prob.squeeze,
+                                   time_gradients=aopts["time_gradients"])
 
     return ys, _info(stats, prob.tab, prob.squeeze), backward, prob.squeeze
 
@@ -497,40 +492,12 @@ def _warn_if_reconstruction_failed(recon):
             stacklevel=4)
 
 
-def augmented_dynamics(f, squeeze, D, per_sample, time_gradients=True):
-    """The backward system of Chen et al. Alg. 1 / App. C on the augmented state.
-
-    Returns ``ev(t (n,), s (n, W), rows (n,)) → ds/dt`` with
-
-        dz/dt = f(t, z),  da/dt = −aᵀ∂f/∂z,  da_θ/dt = −aᵀ∂f/∂θ,  da_t/dt = −aᵀ∂f/∂t.
-
-    Layout ``[z, a, a_θ, a_t]`` (W = 2D + P + 1) with ``per_sample`` (the field's
-    ``vjp_per_sample``); otherwise ``[z, a, a_t]`` (W = 2D + 1) and a_θ is the quadrature of
-    ``pyode.quadrature`` beside it; without ``time_gradients`` no a_t channel (the last).
-    One call of the field and one of its vjp for all n rows.
-    """
-    ev = batch_field(f, squeeze, None)
-    vjp = vjp_rows(f, squeeze, per_sample)
-
-    def ev_aug(t, s, rows):
-        z, a = s[:, :D], s[:, D:2 * D]          # layout: [z | a | (a_θ) | a_t]
-        vy, vth, vt = vjp(t, z, a)
-        theta = [-vth] if per_sample else []
-        time = [-vt[:, None]] if time_gradients else []
-        return np.concatenate([ev(t, z), -vy] + theta + time, axis=1)
-
-    return ev_aug
-
-
 def backward_pass(f, yb, gb, t, tab, rtol, atol, opts, squeeze, norm_mask=None,
                   time_gradients=True):
-    """Integrate the augmented state backward over each output interval (Chen et al., Alg. 1).
+    """The backsolve adjoint (Chen et al., Alg. 1): z integrated backward with [a, a_θ, a_t].
 
-    The whole batch in one backward solve: every row keeps its own step control, and each
-    evaluation of the augmented dynamics calls the field and its vjp once for all active rows.
-    Fields with ``vjp_per_sample`` carry a_θ per sample in the state ``[z, a, a_θ, a_t]``;
-    the others carry ``[z, a, a_t]`` and sum a_θ over the batch beside it
-    (:class:`pyode.quadrature.ParameterQuadrature`).
+    :func:`pyode.backward.adjoint_solve` with z in the state, and the reconstruction check:
+    at every output time the z integrated backward is compared with the stored forward y.
 
     Parameters
     ----------
@@ -549,78 +516,16 @@ def backward_pass(f, yb, gb, t, tab, rtol, atol, opts, squeeze, norm_mask=None,
     -------
     a : ndarray (B, D)           dL/dy0 per sample
     a_theta : ndarray (P,)       dL/dθ summed over the samples
-    dLdt : ndarray (T,)          dL/dt_i summed over samples
-    stats : dict of ndarray (B,) backward nfev and step counts, summed over the intervals
+    dLdt : ndarray (T,) or None  dL/dt_i summed over samples
+    stats : dict of ndarray (B,) backward nfev and step counts
     recon : ndarray (B,)         largest reconstruction error of z at the output times,
                                  max |z(t_i) − y(t_i)| / (atol + rtol·|y(t_i)|)
     """
-    T, B, D = yb.shape
-    P = n_params(f)
-    per_sample = has_per_sample_vjp(f)
-    ev = batch_field(f, squeeze, None)
-    ev_aug = augmented_dynamics(f, squeeze, D, per_sample, time_gradients)
-    dtype = yb.dtype
-    keep = _state_channels(D, P, per_sample, time_gradients)   # [z, a, a_θ, a_t] → the state
-    atol_state = atol if np.ndim(atol) == 0 else np.asarray(atol)[keep]
+    D = yb.shape[2]
+    a, a_theta, dLdt, stats, states = adjoint_solve(f, yb, gb, t, tab, rtol, atol, opts,
+                                                    squeeze, norm_mask, time_gradients)
+    # The z integrated backward at t_{T-2}, …, t_0 (before each restart) against the forward y.
     atol_z = atol if np.ndim(atol) == 0 else np.asarray(atol)[:D]
-    mask = None if norm_mask is None else np.asarray(norm_mask)[keep]
-    quadrature = None
-    if not per_sample:
-        quadrature = ParameterQuadrature(vjp_rows(f, squeeze, False), tab,
-                                         lambda t_j, Y_j, rows: (Y_j[:, :D], Y_j[:, D:2 * D]),
-                                         P, dtype)
-
-    stats = {k: np.zeros(B, dtype=np.int64) for k in ("nfev", "n_accepted", "n_rejected")}
-    # g_i · f(t_i, y_i) per sample for i ≥ 1: dL/dt_i, and the jumps of a_t (App. C).
-    gf = np.zeros((T, B))
-    for i in range(1, T if time_gradients else 1):
-        gf[i] = np.sum(gb[i] * ev(np.full(B, t[i]), yb[i]), axis=1)
-        stats["nfev"] += 1
-    theta0 = [np.zeros((B, P), dtype=dtype)] if per_sample else []
-    time0 = [(-gf[-1])[:, None].astype(dtype)] if time_gradients else []
-    state = np.concatenate([yb[-1], gb[-1]] + theta0 + time0, axis=1)   # [z | a | (a_θ) | (a_t)]
-
-    def jump(k, rows, s):
-        """At t_i (i = T − 1 − k, backward): z restarts from the stored y_i (Alg. 1),
-        a → a + g_i, and a_t → a_t − g_i·f(t_i, y_i), which keeps a_t = −aᵀf (App. C)."""
-        i = T - 1 - k
-        s = s.copy()
-        s[:, :D] = yb[i, rows]
-        s[:, D:2 * D] += gb[i, rows]
-        if time_gradients:
-            s[:, -1] = s[:, -1].astype(np.float64) - gf[i, rows]
-        return s
-
-    t_back = t[::-1].copy()
-    try:
-        if tab.adaptive:
-            out, st, _ = integrate_adaptive(ev_aug, state, t_back, tab, rtol, atol_state,
-                                            opts.get("first_step"), opts["max_num_steps"],
-                                            mask, quadrature, jump)
-        else:
-            out, st = integrate_fixed(ev_aug, state, t_back, tab, opts["step_size"],
-                                      quadrature, jump)
-    except SolverError as exc:
-        raise in_backward_solve(exc, TIME_GRADIENT_NOTE if time_gradients else "") from exc
-    for k in stats:
-        stats[k] += st[k]
-    # Reconstruction error of z at the output times t_{T-2}, …, t_0 (before each restart).
-    z_back, y_fwd = out[1:, :, :D], yb[::-1][1:]
+    z_back, y_fwd = states[1:, :, :D], yb[::-1][1:]
     gap = np.abs(z_back - y_fwd) / (atol_z + rtol * np.abs(y_fwd))
-    recon = gap.max(axis=(0, 2))
-    end = out[-1]
-    a = end[:, D:2 * D] + gb[0]
-    a_theta = end[:, 2 * D:2 * D + P].sum(axis=0) if per_sample else quadrature.total
-    dLdt = None
-    if time_gradients:
-        dLdt = gf.sum(axis=1)
-        dLdt[0] = end[:, -1].astype(np.float64).sum()
-    return a, a_theta, dLdt, stats, recon
-
-
-def _state_channels(D, P, per_sample, time_gradients=True):
-    """Indices of the backward state's channels in the full layout [z, a, a_θ, a_t]."""
-    full = np.arange(2 * D + P + 1)
-    parts = [full[:2 * D]] + ([full[2 * D:2 * D + P]] if per_sample else []) \
-        + ([full[-1:]] if time_gradients else [])
-    return np.concatenate(parts)
+    return a, a_theta, dLdt, stats, gap.max(axis=(0, 2))

@@ -74,13 +74,12 @@ arXiv:2103.15341, §3 (why backsolve fails on stiff and dissipative systems).
 """
 import numpy as np
 
-from .protocol import has_per_sample_vjp, n_params, vjp_rows
-from .quadrature import ParameterQuadrature
-from .solvers import batch_field, dense_output, integrate_adaptive, integrate_fixed, rk_step
+from .backward import adjoint_solve
+from .solvers import batch_field, dense_output, rk_step
 
 
 def checkpoint_pass(f, ys, gs, t_out, tab, record, rtol, atol, opts, norm_mask=None,
-                    squeeze=True):
+                    squeeze=True, time_gradients=True):
     """Backward pass of the checkpointed adjoint: one backward solve of the whole batch.
 
     One solve from t_{T-1} to t_0 in which every row keeps its own step control and crosses
@@ -115,12 +114,14 @@ def checkpoint_pass(f, ys, gs, t_out, tab, record, rtol, atol, opts, norm_mask=N
     squeeze : bool
         A 1-D problem: call the field with 1-D arguments and a float t. Applies to B = 1 only
         (a batch of B > 1 rows is always called as a batch).
+    time_gradients : bool
+        Carry a_t and return dL/dt (True), or neither (``dLdt`` is None).
 
     Returns
     -------
     a : ndarray, shape (B, D)            dL/dy0 per sample
     a_theta : ndarray, shape (P,)        dL/dθ summed over the samples
-    dLdt : ndarray, shape (T,)           dL/dt_i, summed over the samples
+    dLdt : ndarray, shape (T,) or None   dL/dt_i, summed over the samples
     stats : dict of ndarray (B,)         backward nfev (replay, adjoint and g·f evaluations;
                                          not the quadrature's vjp calls, as in backsolve),
                                          n_accepted and n_rejected steps of the adjoint solve
@@ -131,83 +132,38 @@ def checkpoint_pass(f, ys, gs, t_out, tab, record, rtol, atol, opts, norm_mask=N
         When the backward integration fails.
     """
     T, B, D = ys.shape
-    P = n_params(f)
-    dtype = ys.dtype
     squeeze = bool(squeeze) and B == 1
-    per_sample = has_per_sample_vjp(f)
-    ev = batch_field(f, squeeze, None)
-    vjp = vjp_rows(f, squeeze, per_sample)
     direction = 1.0 if t_out[-1] > t_out[0] else -1.0
-    replays = _Replays(ev, tab, _BatchSteps(record, B, D, dtype, direction), direction,
-                       dtype)
-    keep = _state_channels(D, P, per_sample)        # [a, a_θ, a_t] → the state's layout
-    atol_state = atol if np.ndim(atol) == 0 else np.asarray(atol)[keep]
-    mask = None if norm_mask is None else np.asarray(norm_mask)[keep]
-
-    recent = None if per_sample else _RecentZ(B, D, tab.n_stages + 1, dtype)
-
-    def ev_adj(t, s, rows):
-        z = replays.z(t, rows)
-        if recent is not None:
-            recent.put(t, rows, z)
-        vy, vth, vt = vjp(t, z, s[:, :D])
-        theta = [-vth] if per_sample else []
-        return np.concatenate([-vy] + theta + [-vt[:, None]], axis=1)
-
-    if per_sample:
-        on_step = replays.forget
-    else:
-        quadrature = ParameterQuadrature(
-            vjp_rows(f, squeeze, False), tab,
-            lambda t_j, Y_j, rows: (recent.get(t_j, rows, replays.z), Y_j[:, :D]), P, dtype)
-
-        def on_step(rows, t, h, t_new, y, K):
-            quadrature(rows, t, h, t_new, y, K)       # reads z on this step's segments: first
-            replays.forget(rows, t, h, t_new, y, K)
-
-    stats = {k: np.zeros(B, dtype=np.int64) for k in ("nfev", "n_accepted", "n_rejected")}
-    # g_i · f(t_i, y_i) per sample for i ≥ 1: dL/dt_i, and the jumps of a_t (App. C).
-    gf = np.zeros((T, B))
-    for i in range(1, T):
-        gf[i] = np.sum(gs[i] * ev(np.full(B, t_out[i]), ys[i]), axis=1)
-        stats["nfev"] += 1
-    # Augmented state of the backward solve, layout [a | (a_θ) | a_t] (a_t = −aᵀf, App. C).
-    theta0 = [np.zeros((B, P), dtype=dtype)] if per_sample else []
-    state = np.concatenate([gs[-1]] + theta0 + [(-gf[-1])[:, None].astype(dtype)], axis=1)
-
-    def jump(k, rows, s):
-        """At t_i (i = T − 1 − k, backward): a → a + g_i, and a_t → a_t − g_i·f(t_i, y_i),
-        which keeps a_t = −aᵀf (App. C)."""
-        i = T - 1 - k
-        s = s.copy()
-        s[:, :D] += gs[i, rows]
-        s[:, -1] = s[:, -1].astype(np.float64) - gf[i, rows]
-        return s
-
-    # One solve over t_{T-1}, …, t_0: each row crosses the output times on its own, restarting
-    # after each jump exactly as a new solve of that interval would (``integrate_adaptive``).
-    t_back = t_out[::-1].copy()
-    if tab.adaptive:
-        out, st, _ = integrate_adaptive(ev_adj, state, t_back, tab, rtol, atol_state,
-                                        opts.get("first_step"), opts["max_num_steps"], mask,
-                                        on_step, jump)
-    else:
-        out, st = integrate_fixed(ev_adj, state, t_back, tab, opts["step_size"], on_step, jump)
-    for k in stats:
-        stats[k] += st[k]
-    stats["nfev"] += replays.nfev
-    end = out[-1]
-    a = end[:, :D] + gs[0]
-    a_theta = end[:, D:D + P].sum(axis=0) if per_sample else quadrature.total
-    dLdt = gf.sum(axis=1)
-    dLdt[0] = end[:, -1].astype(np.float64).sum()
+    replays = _Replays(batch_field(f, squeeze, None), tab,
+                       _BatchSteps(record, B, D, ys.dtype, direction), direction, ys.dtype)
+    source = _ForwardSolution(replays, B, D, tab.n_stages + 1, ys.dtype)
+    a, a_theta, dLdt, stats, _ = adjoint_solve(f, ys, gs, t_out, tab, rtol, atol, opts,
+                                               squeeze, norm_mask, time_gradients, source)
     return a, a_theta, dLdt, stats
 
 
-def _state_channels(D, P, per_sample):
-    """Indices of the backward state's channels in the full layout [a, a_θ, a_t]."""
-    full = np.arange(D + P + 1)
-    return full if per_sample else np.concatenate([full[:D], full[-1:]])
+class _ForwardSolution:
+    """z(t) for the adjoint solve: the replayed forward solution (``adjoint_solve``'s
+    ``z_source``). The quadrature's stage points are stages the adjoint solve has just
+    evaluated, so their z is remembered (the last L evaluations of every row) rather than
+    interpolated again."""
+
+    def __init__(self, replays, B, D, L, dtype):
+        self.replays = replays
+        self.recent = _RecentZ(B, D, L, dtype)
+        self.on_step = replays.forget          # drop the segments the solve has passed
+
+    def z(self, t, rows):
+        z = self.replays.z(t, rows)
+        self.recent.put(t, rows, z)
+        return z
+
+    def stage_z(self, t, rows):
+        return self.recent.get(t, rows, self.replays.z)
+
+    @property
+    def nfev(self):
+        return self.replays.nfev
 
 
 def _count(flat, base, x, width, right):

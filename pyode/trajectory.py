@@ -71,25 +71,51 @@ class StepRecorder:
             raise ValueError(f"every must be a positive int, got {every!r}")
         self.every = int(every)
         self.stages = bool(stages)
-        self._t = [[] for _ in range(B)]
-        self._h = [[] for _ in range(B)]
-        self._t_new = [[] for _ in range(B)]
-        self._y = [[] for _ in range(B)]
-        self._K = [[] for _ in range(B)]
+        self._count = np.zeros(B, dtype=np.int64)  # steps recorded per sample
+        self._passes = []                          # per pass: rows, t, h, t_new, ckpt, y, K
+        self._index = None                         # per-sample view, built on first read
 
     def __call__(self, rows, t, h, t_new, y, K):
-        """Record one pass of accepted steps (the ``on_step`` contract of the integrators)."""
-        for j, b in enumerate(rows):
-            if len(self._t[b]) % self.every == 0:
-                self._y[b].append(np.array(y[j]))
-            if self.stages:
-                self._K[b].append(np.array(K[:, j]))
-            self._t[b].append(float(t[j]))
-            self._h[b].append(float(h[j]))
-            self._t_new[b].append(float(t_new[j]))
+        """Record one pass of accepted steps (the ``on_step`` contract of the integrators).
+
+        One array copy per pass for the whole batch (never a loop over the rows): the rows,
+        their step times, the checkpoint states of the rows whose step count is a multiple of
+        ``every``, and the stages.
+        """
+        rows = np.asarray(rows)
+        ckpt = self._count[rows] % self.every == 0
+        self._count[rows] += 1
+        self._passes.append((rows.copy(), np.array(t, dtype=np.float64),
+                             np.array(h, dtype=np.float64), np.array(t_new, dtype=np.float64),
+                             ckpt, np.array(y[ckpt]),
+                             np.array(np.swapaxes(K, 0, 1)) if self.stages else None))
+        self._index = None
+
+    def _build(self):
+        """All passes joined and sorted by sample (stable: each sample's steps stay in order)."""
+        rows, t, h, t_new, ckpt, y, K = zip(*self._passes) if self._passes else ([],) * 7
+        join = (lambda parts: np.concatenate(parts)) if self._passes else (lambda p: None)
+        rows, t, h, t_new, ckpt = (join(x) for x in (rows, t, h, t_new, ckpt))
+        y = join(y)
+        K = join(K) if self.stages else None
+        order = np.argsort(rows, kind="stable")
+        starts = np.searchsorted(rows[order], np.arange(self._count.size + 1))
+        ck_rows = rows[ckpt]
+        ck_order = np.argsort(ck_rows, kind="stable")
+        ck_starts = np.searchsorted(ck_rows[ck_order], np.arange(self._count.size + 1))
+        self._index = (t[order], h[order], t_new[order], starts, y[ck_order], ck_starts,
+                       None if K is None else K[order])
 
     def sample(self, b):
         """The :class:`SampleSteps` of sample ``b``."""
-        return SampleSteps(t=np.array(self._t[b]), h=np.array(self._h[b]),
-                           t_new=np.array(self._t_new[b]), y=np.array(self._y[b]),
-                           K=np.array(self._K[b]) if self.stages else None, every=self.every)
+        if not self._passes:
+            empty = np.zeros(0)
+            return SampleSteps(t=empty, h=empty, t_new=empty, y=np.zeros((0, 0)),
+                               K=None, every=self.every)
+        if self._index is None:
+            self._build()
+        t, h, t_new, starts, y, ck_starts, K = self._index
+        steps = slice(starts[b], starts[b + 1])
+        return SampleSteps(t=t[steps], h=h[steps], t_new=t_new[steps],
+                           y=y[ck_starts[b]:ck_starts[b + 1]],
+                           K=None if K is None else K[steps], every=self.every)

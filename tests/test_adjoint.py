@@ -21,7 +21,8 @@ from hypothesis import strategies as st
 
 from problems import (ZOO, Exponential, Field, ForcedDecay, LotkaVolterra, Parameterless,
                       Recording)
-from pyode.adjoint import augmented_dynamics, odeint_adjoint
+from pyode.adjoint import odeint_adjoint
+from pyode.backward import Layout, adjoint_dynamics
 from pyode.solvers import odeint
 
 FWD = dict(rtol=1e-10, atol=1e-12)
@@ -153,7 +154,8 @@ def test_augmented_dynamics_layout(per_sample):
     t = rng.uniform(0.0, 2.0, size=4)
     W = 2 * D + (P if per_sample else 0) + 1
     state = np.concatenate([z, a, rng.normal(size=(4, W - 2 * D))], axis=1)
-    ds = augmented_dynamics(f, False, D, per_sample)(t, state, np.arange(4))
+    layout = Layout(D, P, with_z=True, with_theta=per_sample, with_time=True)
+    ds = adjoint_dynamics(f, False, layout)(t, state, np.arange(4))
     assert ds.shape == (4, W)
     np.testing.assert_allclose(ds[:, :D], f(t, z), rtol=1e-15)
     for b in range(4):
