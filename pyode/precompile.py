@@ -1,8 +1,8 @@
 """Compile pyode's Numba CPU kernels ahead of time: ``python -m pyode.precompile``.
 
 Numba compiles each batch kernel of :mod:`pyode.kernels.rk` (called through
-:mod:`pyode.backends.numba_cpu`) on its first call, once per dtype (10–30 s each on 2 cores,
-about 2¼ minutes for the set), and caches the machine code on disk (``cache=True``). This
+:mod:`pyode.backends.numba_cpu`) on its first call, once per dtype (3–15 s each on 2 cores,
+about a minute for the set), and caches the machine code on disk (``cache=True``). This
 command makes those first calls now — before a training run, in a Docker build, on a cluster's
 login node — by running tiny solves through the public API: ``odeint`` (``forward_batch``),
 ``odeint_adjoint`` with its ``vjp`` for the backsolve adjoint (``adjoint_batch``) and for

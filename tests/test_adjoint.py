@@ -19,7 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from problems import (ZOO, Exponential, Field, ForcedDecay, LotkaVolterra, Parameterless,
+from problems import (ZOO, Exponential, ForcedDecay, LotkaVolterra, Parameterless,
                       Recording)
 from pyode.adjoint import odeint_adjoint
 from pyode.backward import Layout, adjoint_dynamics

@@ -268,3 +268,78 @@ def test_subclassed_layers_and_fields_never_run_as_the_builtin_formula():
     plain = nn.Sequential(nn.Linear(2, 8), nn.Tanh(), nn.Linear(8, 2), seed=1)
     scaled = nn.Sequential(nn.Linear(2, 8), ScaledTanh(), nn.Linear(8, 2), seed=1)
     assert not np.allclose(odeint(plain, y0, t), odeint(scaled, y0, t))
+
+
+# -- the CPU executor: row chunks on several threads (pyode.backends.numba_cpu.run_kernel) -----
+
+
+def _all_outputs(f, y0, t, **kw):
+    """Every array the three kernels' wrappers produce: forward, backsolve, checkpoint."""
+    ys, info = odeint(f, y0, t, full_output=True, **kw)
+    ys_a, vjp = odeint_adjoint(f, y0, t, **kw)
+    g = vjp(np.ones_like(ys_a))
+    ys_c, vjp_c = odeint_adjoint(f, y0, t, adjoint_method="checkpoint", **kw)
+    g_c = vjp_c(np.ones_like(ys_c))
+    return [ys, info.nfev, ys_a, g.y0, g.params, g.t, ys_c, g_c.y0, g_c.params, g_c.t]
+
+
+@pytest.mark.parametrize("threads, chunks", [(2, 1), (2, 4), (3, 2), (8, 4), (64, 1)])
+def test_row_chunks_on_threads_are_bit_identical_to_one_thread(monkeypatch, threads, chunks):
+    # Samples far apart take different step counts, so the chunks differ in cost; every split
+    # and thread count must give the serial result exactly (each sample is solved alone by the
+    # same serial code; no kernel reduces across samples).
+    from pyode.backends import numba_cpu
+    f = nn.MLP([2, 16, 2], activation="tanh", seed=5)
+    y0 = np.random.default_rng(5).normal(scale=[[0.1, 0.1]] * 13 + [[3.0, 3.0]] * 24)
+    t = np.linspace(0.0, 2.0, 6)
+    monkeypatch.setattr(numba_cpu, "num_threads", lambda: 1)
+    serial = _all_outputs(f, y0, t, rtol=1e-7, atol=1e-9)
+    assert len(set(serial[1].tolist())) > 3                  # the samples differ in cost
+    monkeypatch.setattr(numba_cpu, "num_threads", lambda: threads)
+    monkeypatch.setattr(numba_cpu, "CHUNKS_PER_THREAD", chunks)
+    for got, want in zip(_all_outputs(f, y0, t, rtol=1e-7, atol=1e-9), serial):
+        assert got.dtype == want.dtype and np.array_equal(got, want)
+    one = _all_outputs(f, y0[20:21], t, rtol=1e-7, atol=1e-9)       # a sample alone
+    np.testing.assert_array_equal(one[0][:, 0], serial[0][:, 20])
+    np.testing.assert_array_equal(one[3][0], serial[3][20])
+
+
+def test_run_kernel_covers_every_row_once_and_reraises_a_chunk_failure(monkeypatch):
+    from pyode.backends import numba_cpu
+    monkeypatch.setattr(numba_cpu, "num_threads", lambda: 3)
+    monkeypatch.setattr(numba_cpu, "FIRST_CALLS", {})
+    hits = np.zeros(50, dtype=np.int64)
+
+    def kernel(out, lo, hi):                  # a plain Python "kernel": rows lo … hi − 1
+        out[lo:hi] += 1
+
+    numba_cpu.run_kernel(kernel, np.dtype(np.float64), 50, hits)
+    np.testing.assert_array_equal(hits, 1)
+
+    def failing(out, lo, hi):
+        if lo <= 37 < hi:
+            raise RuntimeError("chunk failed")
+        out[lo:hi] += 1
+
+    with pytest.raises(RuntimeError, match="chunk failed"):
+        numba_cpu.run_kernel(failing, np.dtype(np.float64), 50, hits)
+
+
+def test_thread_count_follows_numba_and_starts_no_threading_layer():
+    # NUMBA_NUM_THREADS sets it; numba.set_num_threads (which starts Numba's threading layer)
+    # lowers it for the calling thread. pyode itself never starts the layer.
+    import os
+    import subprocess
+    import sys
+    code = ("import numba, numpy as np\n"
+            "from numba.np.ufunc import parallel\n"
+            "from pyode import nn, odeint\n"
+            "from pyode.backends.numba_cpu import num_threads\n"
+            "odeint(nn.MLP([2, 4, 2], seed=0), np.ones((5, 2)), [0.0, 0.5])\n"
+            "print(num_threads(), parallel._is_initialized)\n"
+            "numba.set_num_threads(1)\n"
+            "print(num_threads(), parallel._is_initialized)\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=dict(os.environ, NUMBA_NUM_THREADS="2"), timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.split() == ["2", "False", "1", "True"]

@@ -1,19 +1,21 @@
 """The CPU back end: thin wrappers around the Numba batch kernels of ``kernels.rk``.
 
-Each wrapper converts and allocates (:class:`~pyode.backends.program.Packed`), calls one
-``@njit(parallel=True)`` batch kernel through :func:`call_with_compile_log`, and raises the
-``pyode.errors`` exception of the first failed sample (:func:`raise_failure`). The module also
-holds the checkpointed adjoint's hook (record, then replay) that ``pyode.checkpoint`` calls.
+Each wrapper converts and allocates (:class:`~pyode.backends.program.Packed`), runs one serial
+``@njit(nogil=True)`` batch kernel over the batch's rows on a few threads (:func:`run_kernel`),
+and raises the ``pyode.errors`` exception of the first failed sample (:func:`raise_failure`).
+The module also holds the checkpointed adjoint's hook (record, then replay) that
+``pyode.checkpoint`` calls.
 """
-import contextlib
 import logging
 import os
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numba
 import numpy as np
+from numba.np.ufunc import parallel as _numba_parallel
 
 from ..errors import (Float32TimeResolutionError, NonFiniteError, StepSizeUnderflowError,
                       TooManyStepsError)
@@ -30,10 +32,10 @@ LOG = logging.getLogger("pyode")
 
 #: Seconds a cold compile of each batch kernel takes for one dtype, as the log words it. Measured
 #: on a 2-core x86-64 machine (numba 0.68, empty NUMBA_CACHE_DIR), float64 and float32 alike:
-#: forward 13-15 s, adjoint 13-17 s, checkpoint 28-32 s; record 8-9 s after forward_batch (whose
-#: compiled routines it reuses) and 15 s as the first kernel of a process. The set: 133 s.
-COMPILE_SECONDS = {"forward_batch": "15", "adjoint_batch": "15", "record_batch": "10-15",
-                   "checkpoint_batch": "30"}
+#: forward 5 s, adjoint 9 s, checkpoint 13-15 s; record 3-4 s after forward_batch (whose
+#: compiled routines it reuses) and 6 s as the first kernel of a process. The set: about 60 s.
+COMPILE_SECONDS = {"forward_batch": "5", "adjoint_batch": "9", "record_batch": "3-6",
+                   "checkpoint_batch": "15"}
 
 #: The advice that ends the compile log's line (``python -m pyode.precompile`` blanks it).
 COMPILE_HINT = "; 'python -m pyode.precompile' compiles all kernels ahead of time"
@@ -63,7 +65,8 @@ class FirstCall:
         ``"process"`` (compiled earlier in this process, outside ``call_with_compile_log``),
         ``"unknown"`` (the cache probe failed) or ``"no JIT"`` (``NUMBA_DISABLE_JIT=1``).
     seconds : float
-        Wall time of the first call: the compile or the cache load, and the run.
+        Wall time of the first call, the compile or the cache load (:func:`run_kernel` makes it
+        on an empty range of rows, so no solving is included).
     """
 
     kernel: str
@@ -79,7 +82,7 @@ FIRST_CALLS = {}
 def call_with_compile_log(kernel, dtype, *args):
     """Call a batch kernel; its first call in the process, per dtype, logs any compile.
 
-    Numba compiles a kernel for each dtype on its first call (10–30 s each, ``COMPILE_SECONDS``)
+    Numba compiles a kernel for each dtype on its first call (3–15 s each, ``COMPILE_SECONDS``)
     unless its disk cache (``cache=True``) already holds it. Through the ``pyode`` logger, the
     first call logs at INFO before it compiles (which kernel, about how long) and after it
     returns if it took over ``SLOW_FIRST_CALL_S`` (how long it took); otherwise at DEBUG.
@@ -120,8 +123,8 @@ def _first_call(kernel, dtype, args):
     seconds = time.perf_counter() - start
     FIRST_CALLS[kernel, dtype] = FirstCall(name, dname, source, seconds)
     level = logging.INFO if seconds > SLOW_FIRST_CALL_S and source != "no JIT" else logging.DEBUG
-    LOG.log(level, "first call of the Numba kernel %s for %s took %.1f s (%s, run included)", name,
-            dname, seconds, _SOURCES[source])
+    LOG.log(level, "first call of the Numba kernel %s for %s took %.1f s (%s)", name, dname,
+            seconds, _SOURCES[source])
     return result
 
 
@@ -149,68 +152,126 @@ def _code_source(kernel, args):
 
 
 # ---------------------------------------------------------------------------------------------
-# Thin wrappers: convert, allocate, call, raise.
+# The executor: a batch's rows in chunks, on the calling thread and a pool of helper threads.
 # ---------------------------------------------------------------------------------------------
 
-#: Threading layers that may be entered from several Python threads at once (Numba's docs,
-#: "The Threading Layers": tbb and omp are thread-safe; workqueue is not, and aborts the process
-#: with "Concurrent access has been detected" when two threads launch parallel kernels).
-THREAD_SAFE_LAYERS = ("tbb", "omp")
+#: Chunks per thread that a batch is cut into. Samples take different numbers of steps, so the
+#: threads take chunks one after another from a shared counter until none is left: a thread
+#: that drew easy samples takes more chunks (dynamic scheduling).
+CHUNKS_PER_THREAD = 4
 
-#: Serialises the kernel launches of all Python threads when the layer is not thread-safe.
-_LAUNCH_LOCK = threading.Lock()
-_layer_is_thread_safe = None        # unknown until a parallel launch has chosen the layer
+_POOL = None                    # the helper threads (ThreadPoolExecutor), made on first use
+_POOL_LOCK = threading.Lock()
 
 
-def launch_guard():
-    """A context manager around one parallel kernel launch: the launch lock, or nothing.
+def num_threads():
+    """Threads that a batch of several samples runs on, counting the calling thread.
 
-    Design decision: Numba picks its threading layer at the first parallel launch of the
-    process (``NUMBA_THREADING_LAYER``, else tbb, omp, workqueue, whichever loads). Under tbb
-    and omp, launches from several Python threads run concurrently; under workqueue they are
-    serialised here, so threads never abort the process and each launch computes exactly what
-    it computes alone (every sample is solved by one iteration of the kernel's ``prange``, so
-    the results are bit-identical to a serial run either way). Until the layer is known (the
-    first launch) the lock is taken too.
+    Design decision: pyode has no setting of its own; it takes Numba's. ``NUMBA_NUM_THREADS``
+    (the environment variable, read when numba is imported; default: the CPUs this process may
+    use) sets the number, and ``numba.set_num_threads(n)`` lowers it for the calling Python
+    thread, as it does for Numba's own parallel code. Reading the count through
+    ``numba.get_num_threads`` would start Numba's threading layer (OpenMP or TBB threads that
+    pyode never uses), so it is read there only once the layer has been started — which
+    ``numba.set_num_threads`` does.
     """
-    global _layer_is_thread_safe
-    if _layer_is_thread_safe is None:
-        if numba.config.DISABLE_JIT:
-            _layer_is_thread_safe = True            # plain Python: no threading layer
-        else:
-            try:
-                _layer_is_thread_safe = numba.threading_layer() in THREAD_SAFE_LAYERS
-            except ValueError:                      # not chosen yet: this launch chooses it
-                return _LAUNCH_LOCK
-    return contextlib.nullcontext() if _layer_is_thread_safe else _LAUNCH_LOCK
+    if numba.config.DISABLE_JIT:
+        return 1                          # plain Python kernels hold the GIL: nothing to gain
+    # numba internals: if the flag is gone, a numba.set_num_threads is missed (the env holds)
+    started = getattr(_numba_parallel, "_is_initialized", False)
+    return numba.get_num_threads() if started else numba.config.NUMBA_NUM_THREADS
+
+
+def _pool():
+    """The helper threads: at most NUMBA_NUM_THREADS − 1 (the caller works too), started as
+    they are first needed and shared by every Python thread that calls pyode."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(max(1, numba.config.NUMBA_NUM_THREADS - 1),
+                                       thread_name_prefix="pyode-cpu")
+        return _POOL
+
+
+def _forget_pool():
+    """After a fork, the child holds no threads of the pool: make it a new one on first use."""
+    global _POOL, _POOL_LOCK
+    _POOL, _POOL_LOCK = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
 
 
 def run_kernel(kernel, dtype, batch, *args):
-    """Call a batch kernel on ``batch`` samples: in parallel, or on one thread for one sample.
+    """Run a batch kernel on the rows 0 … batch − 1: ``kernel(*args, lo, hi)`` over chunks.
 
-    A ``prange`` over a single sample cannot use a second thread, but the parallel launch
-    still wakes the pool and waits for it: measured on a 2-core machine with another process
-    busy, ``odeint`` of one sample (MLP 2-4-2, t = [0, 1e-6]) took 200–580 µs on two threads
-    and 80–105 µs on one. Numba's thread count is per calling thread, so setting it here and
-    restoring it after cannot disturb other Python threads. Launches from several Python
-    threads are safe under every threading layer (:func:`launch_guard`).
+    Design decision: the kernels are serial loops over a row range that release the GIL
+    (``@njit(nogil=True)``), and the threads are Python's. One sample, or one thread
+    (:func:`num_threads`), runs in the calling thread with no hand-over at all. A larger batch
+    is cut into ``CHUNKS_PER_THREAD`` chunks per thread that the calling thread and
+    ``num_threads() − 1`` helper threads of a shared pool take in turn; the call returns when
+    all are done. Compared with Numba's ``parallel=True`` (``prange``) this needs no threading
+    layer: nothing spin-waits for a core that another process holds (OpenMP's threads did: a
+    one-sample call cost 12–20× more beside one busy process), any number of Python threads
+    may call at once under any configuration, and the kernels compile in half the time.
+
+    Every sample is solved by the same serial code whichever chunk it falls in, and the kernels
+    write only the rows of their own samples, so the results are bit-identical to a serial run
+    for every thread count and split. The first call of a kernel per dtype runs it on an empty
+    range through :func:`call_with_compile_log`, which compiles (or loads) it and logs so.
     """
-    with launch_guard():
-        if batch > 1:
-            return call_with_compile_log(kernel, dtype, *args)
-        threads = numba.get_num_threads()
-        numba.set_num_threads(1)
-        try:
-            return call_with_compile_log(kernel, dtype, *args)
-        finally:
-            numba.set_num_threads(threads)
+    if (kernel, dtype) not in FIRST_CALLS:
+        call_with_compile_log(kernel, dtype, *args, 0, 0)
+    if batch <= 1:
+        return kernel(*args, 0, batch)
+    threads = min(num_threads(), batch)
+    if threads <= 1:
+        return kernel(*args, 0, batch)
+    n_chunks = min(batch, threads * CHUNKS_PER_THREAD)
+    bounds = [batch * i // n_chunks for i in range(n_chunks + 1)]
+    claimed = [0]
+    lock = threading.Lock()
 
+    def work():
+        while True:
+            with lock:
+                i = claimed[0]
+                claimed[0] = i + 1
+            if i >= n_chunks:
+                return
+            kernel(*args, bounds[i], bounds[i + 1])
+
+    pool = _pool()
+    helpers = [pool.submit(work) for _ in range(threads - 1)]
+    errors = []
+    try:
+        work()
+    finally:
+        with lock:                    # after an exception here (Ctrl-C): no chunk starts now
+            claimed[0] = n_chunks
+        # A helper still queued (its thread busy with another caller's chunks) would find
+        # nothing left: cancel it rather than wait for it. The others are waited for: they
+        # write into this call's arrays.
+        for helper in helpers:
+            if not helper.cancel():
+                try:
+                    helper.result()
+                except BaseException as exc:      # raised below, once every helper is done
+                    errors.append(exc)
+    if errors:
+        raise errors[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# Thin wrappers: convert, allocate, call, raise.
+# ---------------------------------------------------------------------------------------------
 
 def raise_failure(status, fail, stats, what="", max_num_steps=None):
     """Raise the ``pyode.errors`` exception of the first failed sample, if any."""
-    bad = np.nonzero(status != OK)[0]
-    if bad.size == 0:
+    if OK == 0 and not status.any():      # every sample OK: the common case, fast
         return
+    bad = np.nonzero(status != OK)[0]
     i = int(bad[0])
     sample = None if status.shape[0] == 1 else i
     t, dt, nfev = (float(x) for x in fail[i])
@@ -244,8 +305,8 @@ def odeint_nn(f, yb, t_arr, tab, rtol, atol, opts, n_norm=None):
     stats = np.zeros((B, 3), dtype=np.int64)
     status = np.zeros(B, dtype=np.int64)
     fail = np.zeros((B, 3), dtype=y0.dtype)
-    run_kernel(forward_batch, y0.dtype, B, k.ops, k.opf, k.theta, y0, t_out, k.tab,
-                          k.atol, ys, stats, status, fail, k.mw, k.cst)
+    run_kernel(forward_batch, y0.dtype, B, k.ops, k.opf, k.theta, y0, t_out, k.tab, k.atol, ys,
+               stats, status, fail, k.mw, k.cst)
     raise_failure(status, fail, stats, max_num_steps=opts.get("max_num_steps"))
     return ys, stats_dict(stats)
 
@@ -270,8 +331,8 @@ def adjoint_nn(f, yb, gb, t_arr, tab, rtol, atol, opts, n_norm=None):
     stats = np.zeros((B, 3), dtype=np.int64)
     status = np.zeros(B, dtype=np.int64)
     fail = np.zeros((B, 3), dtype=ys.dtype)
-    run_kernel(adjoint_batch, ys.dtype, B, k.ops, k.opf, k.theta, ys, gs, t_out, k.tab,
-                          k.atol, a, a_theta, gf, recon, stats, status, fail, k.mw, k.cst)
+    run_kernel(adjoint_batch, ys.dtype, B, k.ops, k.opf, k.theta, ys, gs, t_out, k.tab, k.atol,
+               a, a_theta, gf, recon, stats, status, fail, k.mw, k.cst)
     raise_failure(status, fail, stats, " in the adjoint (backward) solve",
                   opts.get("max_num_steps"))
     return a, a_theta, gf.sum(axis=0, dtype=np.float64), stats_dict(stats), recon
@@ -377,8 +438,8 @@ def _record(k, y0, t_out, every, room, opts):
     stats = np.zeros((B, 3), dtype=np.int64)
     status = np.zeros(B, dtype=np.int64)
     fail = np.zeros((B, 3), dtype=dtype)
-    run_kernel(record_batch, dtype, B, k.ops, k.opf, k.theta, y0, t_out, k.tab, k.atol,
-                          ys, steps, y_ck, every, stats, status, fail, k.mw, k.cst)
+    run_kernel(record_batch, dtype, B, k.ops, k.opf, k.theta, y0, t_out, k.tab, k.atol, ys,
+               steps, y_ck, every, stats, status, fail, k.mw, k.cst)
     raise_failure(status, fail, stats, max_num_steps=opts.get("max_num_steps"))
     return ys, stats, steps, y_ck
 
@@ -454,9 +515,9 @@ def checkpoint_nn(f, yb, gb, t_arr, tab, record, rtol, atol, opts, n_norm=None, 
     stats = np.zeros((B, 3), dtype=np.int64)
     status = np.zeros(B, dtype=np.int64)
     fail = np.zeros((B, 3), dtype=ys.dtype)
-    run_kernel(checkpoint_batch, ys.dtype, B, k.ops, k.opf, k.theta, ys, gs, t_out,
-                          k.tab, k.atol, steps, y_ck, meta, n_slots, a, a_theta, gf, stats,
-                          status, fail, k.mw, k.cst)
+    run_kernel(checkpoint_batch, ys.dtype, B, k.ops, k.opf, k.theta, ys, gs, t_out, k.tab,
+               k.atol, steps, y_ck, meta, n_slots, a, a_theta, gf, stats, status, fail, k.mw,
+               k.cst)
     raise_failure(status, fail, stats, " in the checkpointed adjoint (backward) solve",
                   max_num_steps=opts.get("max_num_steps"))
     return a, a_theta, gf.sum(axis=0, dtype=np.float64), stats_dict(stats)
