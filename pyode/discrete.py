@@ -203,20 +203,21 @@ class _Steps:
 
     def __init__(self, record, B, t_out, tab):
         T = t_out.shape[0]
-        samples = [record.sample(b) for b in range(B)]
-        self.N = np.array([s.n_steps for s in samples], dtype=np.int64)
-        self.off = np.concatenate([[0], np.cumsum(self.N)[:-1]]).astype(np.int64)
+        self.t, self.h, self.t_new, starts, self.y, K = record.joined()
+        self.N = np.diff(starts)
+        self.off = starts[:-1]
         self.rounds = int(self.N.max()) if B else 0
-        self.t = np.concatenate([s.t for s in samples])
-        self.h = np.concatenate([s.h for s in samples])
-        self.t_new = np.concatenate([s.t_new for s in samples])
-        self.y = np.concatenate([s.y for s in samples])
-        self.K = np.concatenate([s.K for s in samples]).transpose(1, 0, 2).copy()
+        self.K = K.transpose(1, 0, 2).copy()
         # Output i ≥ 1 came from the first step whose end reached it (as the integrators
-        # decide); it is handled in the round that reverses that step.
+        # decide): the number of the sample's steps that end before t_i (searchsorted's
+        # "left" on each sample's t_new, for all samples at once by a running count). It is
+        # handled in the round that reverses that step.
         direction = 1.0 if t_out[-1] > t_out[0] else -1.0
-        owner = np.array([np.searchsorted(direction * s.t_new, direction * t_out[1:],
-                                          side="left") for s in samples]).reshape(B, T - 1)
+        x_new = direction * self.t_new
+        owner = np.empty((B, T - 1), dtype=np.int64)
+        for i in range(1, T):
+            before = np.concatenate([[0], np.cumsum(x_new < direction * t_out[i])])
+            owner[:, i - 1] = before[starts[1:]] - before[starts[:-1]]
         rnd = (self.N[:, None] - 1 - owner).ravel()
         row = np.repeat(np.arange(B), T - 1)
         i = np.tile(np.arange(1, T), B)
@@ -225,7 +226,7 @@ class _Steps:
         self.out_bounds = np.searchsorted(rnd[order], np.arange(self.rounds + 1))
         if not tab.adaptive:
             parts, last = [], None
-            for s in samples:               # the samples of a fixed-step solve share the grid
+            for s in (record.sample(b) for b in range(B)):               # the samples of a fixed-step solve share the grid
                 if last is None or not np.array_equal(s.t_new, last[0]):
                     last = (s.t_new, _fixed_schedule(s, t_out))
                 parts.append(last[1])

@@ -106,6 +106,26 @@ class StepRecorder:
         self._index = (t[order], h[order], t_new[order], starts, y[ck_order], ck_starts,
                        None if K is None else K[order])
 
+    def joined(self):
+        """Every sample's steps, joined in sample order (each sample's in the order taken).
+
+        Returns
+        -------
+        t, h, t_new : ndarray, shape (N_total,)
+        starts : ndarray of int, shape (B + 1,)
+            Sample b's steps are ``starts[b]:starts[b + 1]``.
+        y : ndarray, shape (M_total, D)
+            The checkpoints, sample by sample (with ``every=1``: the state at every step start,
+            aligned with ``t``).
+        K : ndarray, shape (N_total, s, D), or None
+        """
+        if not self._passes:
+            raise ValueError("no steps recorded")
+        if self._index is None:
+            self._build()
+        t, h, t_new, starts, y, _, K = self._index
+        return t, h, t_new, starts, y, K
+
     def sample(self, b):
         """The :class:`SampleSteps` of sample ``b``."""
         if not self._passes:
