@@ -70,9 +70,10 @@ from .discrete import discrete_pass
 from .errors import AdjointReconstructionWarning
 from .forward_sensitivity import sensitivity_solve, sensitivity_vjp
 from .protocol import VectorField, n_params, require
-from .solvers import (SolveInfo, _odeint, batch_field, check_field_width, check_options,
-                      check_step_count, check_times, check_tolerances, check_y0, integrate,
-                      is_device_array, kernel_module, keyword_names)
+from .protocol import row_args
+from .solvers import (SolveInfo, _odeint, batch_field, check_args, check_field_width,
+                      check_options, check_step_count, check_times, check_tolerances, check_y0,
+                      integrate, is_device_array, kernel_module, keyword_names)
 from .suggest import adjoint_method_hint, unknown_keywords_error
 from .tableaus import get_tableau
 from .trajectory import StepRecorder
@@ -142,7 +143,7 @@ def odeint_adjoint(f: VectorField, y0: ArrayLike, t: ArrayLike, method: str = "d
                    adjoint_atol: ArrayLike | None = None, options: dict[str, Any] | None = None,
                    backend: str = "auto", adjoint_method: str = "backsolve",
                    adjoint_options: dict[str, Any] | None = None, time_gradients: bool = True,
-                   **unknown: Any
+                   args: tuple = (), **unknown: Any
                    ) -> tuple[np.ndarray, Callable[[ArrayLike], AdjointGradients]]:
     """Solve like :func:`pyode.odeint` and return a function computing gradients.
 
@@ -177,6 +178,13 @@ def odeint_adjoint(f: VectorField, y0: ArrayLike, t: ArrayLike, method: str = "d
         time gradient is computed: "backsolve" carries no a_t channel in its backward state
         (cheaper, and a ∂f/∂t that is infinite at t0, as for y' = p·√t, no longer matters)
         and skips the evaluations of g_i · f(t_i, y_i).
+    args : tuple, optional
+        Extra arguments of the field, as in :func:`pyode.odeint` (default ``()``), handed to
+        ``f(t, y, *args)`` and after the field's own arguments to ``f.vjp(t, y, v, *args)``,
+        ``f.vjp_per_sample(t, y, v, *args)``, ``f.jvp(t, y, u, *args)`` and
+        ``f.jvp_params(t, y, w, *args)``; for a batch ``y0`` (B, D) an ndarray with leading
+        axis of length B is sliced to the rows of each call, in the backward solves too. They
+        are constants: no gradient with respect to them is computed. Not for ``nn`` fields.
 
     Returns
     -------
@@ -199,8 +207,9 @@ def odeint_adjoint(f: VectorField, y0: ArrayLike, t: ArrayLike, method: str = "d
         ``grad_ys`` of the wrong shape or with NaN/inf.
     TypeError
         A field without the members the method needs (the message names them),
-        ``adjoint_options`` not a dict, or a keyword pyode does not take (for torchdiffeq's
-        ``adjoint_params`` and the like it says what pyode does instead).
+        ``adjoint_options`` not a dict, ``args`` not a tuple or given to an nn field, or a
+        keyword pyode does not take (for torchdiffeq's ``adjoint_params`` and the like it says
+        what pyode does instead).
     SolverError
         When the forward or the backward integration fails.
 
@@ -219,6 +228,7 @@ def odeint_adjoint(f: VectorField, y0: ArrayLike, t: ArrayLike, method: str = "d
     """
     if unknown:
         raise unknown_keywords_error("odeint_adjoint", unknown, keyword_names(odeint_adjoint))
+    check_args(args, f)
     aopts = check_adjoint_method(adjoint_method, adjoint_options)
     if not isinstance(time_gradients, (bool, np.bool_)):
         raise TypeError(f"time_gradients must be True or False, got {time_gradients!r}")
@@ -241,7 +251,8 @@ def odeint_adjoint(f: VectorField, y0: ArrayLike, t: ArrayLike, method: str = "d
                          "is set by rtol/atol of the forward solve)")
     run = _RUNNERS[adjoint_method]
     ys, forward_info, backward, squeeze = run(
-        f, y0, t, method, rtol, atol, (adjoint_rtol, adjoint_atol), options, backend, aopts)
+        f, y0, t, method, rtol, atol, (adjoint_rtol, adjoint_atol), options, backend, aopts,
+        args)
     ys_out = ys[:, 0] if squeeze else ys
     if not is_device_array(ys_out):
         ys_out = ys_out.copy()       # the user's copy: editing it cannot change the gradient
@@ -330,13 +341,13 @@ def check_adjoint_method(adjoint_method, adjoint_options):
 
 # ---------------------------------------------------------------------------------------------
 # One runner per method: forward solve, and a backward(gb) closure
-#   runner(...) -> (ys (T, B, D), forward SolveInfo, backward, squeeze)
+#   runner(..., args) -> (ys (T, B, D), forward SolveInfo, backward, squeeze)
 #   backward(gb (T, B, D)) -> (a (B, D), a_theta (P,) summed over the samples, dLdt (T,),
 #                              stats dict of (B,))
 # ---------------------------------------------------------------------------------------------
 
-def _run_backsolve(f, y0, t, method, rtol, atol, adjoint_tols, options, backend, aopts):
-    ys, info = _odeint(f, y0, t, method, rtol, atol, options, backend)
+def _run_backsolve(f, y0, t, method, rtol, atol, adjoint_tols, options, backend, aopts, args):
+    ys, info = _odeint(f, y0, t, method, rtol, atol, options, backend, args=args)
     tab = get_tableau(method)
     t_arr = np.asarray(t, dtype=np.float64)
     squeeze = ys.ndim == 2
@@ -360,7 +371,7 @@ def _run_backsolve(f, y0, t, method, rtol, atol, adjoint_tols, options, backend,
             mask = _leading(W, 2 * D) if seminorm else None      # [z, a] of [z, a, a_θ, a_t]
             a, a_theta, dLdt, stats, recon = backward_pass(f, yb, gb, t_arr, tab, a_rtol, a_atol,
                                                            opts, squeeze, mask,
-                                                           aopts["time_gradients"])
+                                                           aopts["time_gradients"], args)
         if tab.adaptive:
             _warn_if_reconstruction_failed(recon)
         return a, a_theta, dLdt, stats
@@ -368,7 +379,7 @@ def _run_backsolve(f, y0, t, method, rtol, atol, adjoint_tols, options, backend,
     return yb, _info(info, tab), backward, squeeze
 
 
-def _run_checkpoint(f, y0, t, method, rtol, atol, adjoint_tols, options, backend, aopts):
+def _run_checkpoint(f, y0, t, method, rtol, atol, adjoint_tols, options, backend, aopts, args):
     prob = _check_problem(f, y0, t, method, rtol, atol, options)
     D, P = prob.yb.shape[1], n_params(f)
     kernels = kernel_module(f, backend)
@@ -389,37 +400,38 @@ def _run_checkpoint(f, y0, t, method, rtol, atol, adjoint_tols, options, backend
             return a, a_theta.sum(axis=0), dLdt, stats       # per sample → summed
     else:
         record = StepRecorder(prob.yb.shape[0], every=every)
-        ys, stats = _solve_numpy(f, prob, record)
+        ys, stats = _solve_numpy(f, prob, record, args)
         mask = _leading(D + P + 1, D) if seminorm else None       # a of [a, a_θ, a_t]
 
         def backward(gb):
             return checkpoint_pass(f, ys, gb, prob.t, prob.tab, record, a_rtol, a_atol,
                                    prob.opts, mask, squeeze=prob.squeeze,
-                                   time_gradients=aopts["time_gradients"])
+                                   time_gradients=aopts["time_gradients"], args=args)
 
     return ys, _info(stats, prob.tab, prob.squeeze), backward, prob.squeeze
 
 
-def _run_discrete(f, y0, t, method, rtol, atol, adjoint_tols, options, backend, aopts):
+def _run_discrete(f, y0, t, method, rtol, atol, adjoint_tols, options, backend, aopts, args):
     prob = _check_problem(f, y0, t, method, rtol, atol, options)
     kernel_module(f, backend)                 # validates backend; this method runs on NumPy
     record = StepRecorder(prob.yb.shape[0], stages=True)
-    ys, stats = _solve_numpy(f, prob, record)
+    ys, stats = _solve_numpy(f, prob, record, args)
 
     def backward(gb):
-        return discrete_pass(f, ys, gb, prob.t, prob.tab, record, squeeze=prob.squeeze)
+        return discrete_pass(f, ys, gb, prob.t, prob.tab, record, squeeze=prob.squeeze,
+                             args=args)
 
     return ys, _info(stats, prob.tab, prob.squeeze), backward, prob.squeeze
 
 
-def _run_forward(f, y0, t, method, rtol, atol, adjoint_tols, options, backend, aopts):
+def _run_forward(f, y0, t, method, rtol, atol, adjoint_tols, options, backend, aopts, args):
     prob = _check_problem(f, y0, t, method, rtol, atol, options)
     kernel_module(f, backend)                 # validates backend; this method runs on NumPy
     ys, S, stats = sensitivity_solve(f, prob.yb, prob.t, prob.tab, prob.rtol, prob.atol,
-                                     prob.opts, prob.squeeze)
+                                     prob.opts, prob.squeeze, args)
 
     def backward(gb):
-        a, a_theta, dLdt, stats = sensitivity_vjp(f, ys, S, gb, prob.t, prob.squeeze)
+        a, a_theta, dLdt, stats = sensitivity_vjp(f, ys, S, gb, prob.t, prob.squeeze, args)
         return a, a_theta.sum(axis=0), dLdt, stats             # per sample → summed
 
     return ys, _info(stats, prob.tab, prob.squeeze), backward, prob.squeeze
@@ -446,9 +458,11 @@ def _check_problem(f, y0, t, method, rtol, atol, options):
                            opts=opts)
 
 
-def _solve_numpy(f, prob, on_step):
-    """The NumPy forward solve of ``odeint``, with an ``on_step`` hook."""
-    ev = batch_field(f, prob.squeeze, prob.yb.shape)
+def _solve_numpy(f, prob, on_step, args=()):
+    """The NumPy forward solve of ``odeint``, with an ``on_step`` hook and the field's extra
+    arguments ``args``."""
+    ev = batch_field(f, prob.squeeze, prob.yb.shape,
+                     row_args(args, None if prob.squeeze else prob.yb.shape[0]))
     return integrate(ev, prob.yb, prob.t, prob.tab, prob.rtol, prob.atol, prob.opts,
                      on_step=on_step)
 
@@ -493,7 +507,7 @@ def _warn_if_reconstruction_failed(recon):
 
 
 def backward_pass(f, yb, gb, t, tab, rtol, atol, opts, squeeze, norm_mask=None,
-                  time_gradients=True):
+                  time_gradients=True, args=()):
     """The backsolve adjoint (Chen et al., Alg. 1): z integrated backward with [a, a_θ, a_t].
 
     :func:`pyode.backward.adjoint_solve` with z in the state, and the reconstruction check:
@@ -511,6 +525,8 @@ def backward_pass(f, yb, gb, t, tab, rtol, atol, opts, squeeze, norm_mask=None,
         Components in the error norm (all by default), in the same layout.
     time_gradients : bool
         Carry a_t and return dL/dt (True), or neither (``dLdt`` is None).
+    args : tuple
+        Extra arguments of the field and its vjp (``pyode.backward.adjoint_solve``).
 
     Returns
     -------
@@ -523,7 +539,8 @@ def backward_pass(f, yb, gb, t, tab, rtol, atol, opts, squeeze, norm_mask=None,
     """
     D = yb.shape[2]
     a, a_theta, dLdt, stats, states = adjoint_solve(f, yb, gb, t, tab, rtol, atol, opts,
-                                                    squeeze, norm_mask, time_gradients)
+                                                    squeeze, norm_mask, time_gradients,
+                                                    args=args)
     # The z integrated backward at t_{T-2}, …, t_0 (before each restart) against the forward y.
     atol_z = atol if np.ndim(atol) == 0 else np.asarray(atol)[:D]
     z_back, y_fwd = states[1:, :, :D], yb[::-1][1:]

@@ -27,7 +27,7 @@ state. a_t is there only with ``time_gradients``.
 import numpy as np
 
 from .errors import SolverError, in_backward_solve
-from .protocol import has_per_sample_vjp, n_params, vjp_rows
+from .protocol import has_per_sample_vjp, n_params, row_args, vjp_rows
 from .quadrature import ParameterQuadrature
 from .solvers import batch_field, integrate_adaptive, integrate_fixed
 
@@ -74,21 +74,22 @@ class Layout:
         return x if x is None or np.ndim(x) == 0 else np.asarray(x)[self.keep]
 
 
-def adjoint_dynamics(f, squeeze, layout, z_source=None):
+def adjoint_dynamics(f, squeeze, layout, z_source=None, args_at=None):
     """Right-hand side of the backward state: ``ev(t (n,), s (n, W), rows (n,)) → ds/dt``.
 
         dz/dt = f(t, z) (backsolve),  da/dt = −aᵀ∂f/∂z,  da_θ/dt = −aᵀ∂f/∂θ,  da_t/dt = −aᵀ∂f/∂t,
 
     with z read from the state, or from ``z_source.z(t, rows)``. One call of the field's vjp
-    (and, for backsolve, of the field) for all n rows.
+    (and, for backsolve, of the field) for all n rows, with the field's extra arguments of
+    those rows (``args_at``, ``pyode.protocol.row_args``; None: none).
     """
-    ev = batch_field(f, squeeze, None)
-    vjp = vjp_rows(f, squeeze, layout.with_theta)
+    ev = batch_field(f, squeeze, None, args_at)
+    vjp = vjp_rows(f, squeeze, layout.with_theta, args_at)
 
     def ev_adjoint(t, s, rows):
         z = s[:, layout.z] if z_source is None else z_source.z(t, rows)
-        vy, vth, vt = vjp(t, z, s[:, layout.a])
-        parts = [ev(t, z)] if layout.with_z else []
+        vy, vth, vt = vjp(t, z, s[:, layout.a], rows)
+        parts = [ev(t, z, rows)] if layout.with_z else []
         parts.append(-vy)
         if layout.with_theta:
             parts.append(-vth)
@@ -100,7 +101,7 @@ def adjoint_dynamics(f, squeeze, layout, z_source=None):
 
 
 def adjoint_solve(f, ys, gs, t_out, tab, rtol, atol, opts, squeeze, norm_mask=None,
-                  time_gradients=True, z_source=None):
+                  time_gradients=True, z_source=None, args=()):
     """Integrate the backward state over all output intervals at once (module docstring).
 
     Parameters
@@ -129,6 +130,9 @@ def adjoint_solve(f, ys, gs, t_out, tab, rtol, atol, opts, squeeze, norm_mask=No
         rows (n,)) → (n, D)`` for the adjoint's stages, ``stage_z(t, rows)`` for the
         quadrature's (the same points, possibly remembered), ``on_step`` (the integrators'
         hook, after the quadrature's) and ``nfev`` (B,), the evaluations it made.
+    args : tuple
+        Extra arguments of ``f(t, y, *args)`` and of its vjp (``pyode.protocol.row_args``:
+        arrays with one entry per row are sliced to the rows of each call).
 
     Returns
     -------
@@ -149,13 +153,15 @@ def adjoint_solve(f, ys, gs, t_out, tab, rtol, atol, opts, squeeze, norm_mask=No
     P = n_params(f)
     dtype = ys.dtype
     layout = Layout(D, P, z_source is None, has_per_sample_vjp(f), time_gradients)
-    ev = batch_field(f, squeeze, None)
+    args_at = row_args(args, None if squeeze else B)
+    ev = batch_field(f, squeeze, None, args_at)
     stats = {k: np.zeros(B, dtype=np.int64) for k in ("nfev", "n_accepted", "n_rejected")}
 
     # g_i · f(t_i, y_i) per sample for i ≥ 1: dL/dt_i, and the jumps of a_t (App. C).
     gf = np.zeros((T, B))
+    every_row = np.arange(B)
     for i in range(1, T if time_gradients else 1):
-        gf[i] = np.sum(gs[i] * ev(np.full(B, t_out[i]), ys[i]), axis=1)
+        gf[i] = np.sum(gs[i] * ev(np.full(B, t_out[i]), ys[i], every_row), axis=1)
         stats["nfev"] += 1
 
     state = np.zeros((B, layout.width), dtype=dtype)      # a_θ(t_{T-1}) = 0
@@ -186,11 +192,11 @@ def adjoint_solve(f, ys, gs, t_out, tab, rtol, atol, opts, squeeze, norm_mask=No
         else:
             def stage_point(t_j, Y_j, rows):
                 return z_source.stage_z(t_j, rows), Y_j[:, layout.a]
-        quadrature = ParameterQuadrature(vjp_rows(f, squeeze, False), tab, stage_point, P,
-                                         dtype)
+        quadrature = ParameterQuadrature(vjp_rows(f, squeeze, False, args_at), tab, stage_point,
+                                         P, dtype)
         on_step = quadrature if z_source is None else _chain(quadrature, z_source.on_step)
 
-    ev_adjoint = adjoint_dynamics(f, squeeze, layout, z_source)
+    ev_adjoint = adjoint_dynamics(f, squeeze, layout, z_source, args_at)
     t_back = t_out[::-1].copy()
     try:
         if tab.adaptive:

@@ -75,11 +75,12 @@ arXiv:2103.15341, §3 (why backsolve fails on stiff and dissipative systems).
 import numpy as np
 
 from .backward import adjoint_solve
+from .protocol import row_args
 from .solvers import batch_field, dense_output, rk_step
 
 
 def checkpoint_pass(f, ys, gs, t_out, tab, record, rtol, atol, opts, norm_mask=None,
-                    squeeze=True, time_gradients=True):
+                    squeeze=True, time_gradients=True, args=()):
     """Backward pass of the checkpointed adjoint: one backward solve of the whole batch.
 
     One solve from t_{T-1} to t_0 in which every row keeps its own step control and crosses
@@ -116,6 +117,10 @@ def checkpoint_pass(f, ys, gs, t_out, tab, record, rtol, atol, opts, norm_mask=N
         (a batch of B > 1 rows is always called as a batch).
     time_gradients : bool
         Carry a_t and return dL/dt (True), or neither (``dLdt`` is None).
+    args : tuple
+        Extra arguments of ``f(t, y, *args)`` and of its vjp, for the replays and the adjoint
+        solve alike (``pyode.protocol.row_args``: arrays with one entry per row are sliced to
+        the rows of each call).
 
     Returns
     -------
@@ -134,11 +139,13 @@ def checkpoint_pass(f, ys, gs, t_out, tab, record, rtol, atol, opts, norm_mask=N
     T, B, D = ys.shape
     squeeze = bool(squeeze) and B == 1
     direction = 1.0 if t_out[-1] > t_out[0] else -1.0
-    replays = _Replays(batch_field(f, squeeze, None), tab,
-                       _BatchSteps(record, B, D, ys.dtype, direction), direction, ys.dtype)
+    ev = batch_field(f, squeeze, None, row_args(args, None if squeeze else B))
+    replays = _Replays(ev, tab, _BatchSteps(record, B, D, ys.dtype, direction), direction,
+                       ys.dtype)
     source = _ForwardSolution(replays, B, D, tab.n_stages + 1, ys.dtype)
     a, a_theta, dLdt, stats, _ = adjoint_solve(f, ys, gs, t_out, tab, rtol, atol, opts,
-                                               squeeze, norm_mask, time_gradients, source)
+                                               squeeze, norm_mask, time_gradients, source,
+                                               args)
     return a, a_theta, dLdt, stats
 
 

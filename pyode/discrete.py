@@ -74,11 +74,11 @@ arXiv:1812.01892 (discrete vs continuous gradients).
 """
 import numpy as np
 
-from .protocol import n_params, vjp_rows
+from .protocol import n_params, row_args, vjp_rows
 from .solvers import stage_time
 
 
-def discrete_pass(f, ys, gs, t_out, tab, record, squeeze=True):
+def discrete_pass(f, ys, gs, t_out, tab, record, squeeze=True, args=()):
     """Backward pass of the discrete adjoint, all samples in lockstep (module docstring).
 
     Parameters
@@ -95,6 +95,9 @@ def discrete_pass(f, ys, gs, t_out, tab, record, squeeze=True):
     squeeze : bool
         Call the field with 1-D arguments (a float t, (D,) arrays), as for a 1-D problem;
         only for B = 1 (ignored otherwise). Without it: t (n,) and (n, D) arrays.
+    args : tuple
+        Extra arguments of the field's vjp, ``f.vjp(t, y, v, *args)`` (``pyode.protocol.
+        row_args``: arrays with one entry per row are sliced to the rows of each call).
 
     Returns
     -------
@@ -106,7 +109,9 @@ def discrete_pass(f, ys, gs, t_out, tab, record, squeeze=True):
     """
     T, B, D = ys.shape
     P = n_params(f)
-    vjp = vjp_rows(f, squeeze and B == 1, False)    # θ-part summed over the rows of a call
+    squeeze = squeeze and B == 1
+    # θ-part summed over the rows of a call
+    vjp = vjp_rows(f, squeeze, False, row_args(args, None if squeeze else B))
     st = _Steps(record, B, t_out, tab)
     c, A, b = tab.c, tab.A, tab.b
     y_bar = np.zeros((B, D), dtype=gs.dtype)    # cotangent of each sample's current step end
@@ -151,7 +156,7 @@ def discrete_pass(f, ys, gs, t_out, tab, record, squeeze=True):
             incr = _combine(A[j, :j], K[:j, sel])                 # Σ_{l<j} A_jl K_l
             Y_j = (y[sel] + h_s[:, None] * incr).astype(K.dtype, copy=False)
             tau = stage_time(t[sel], h_s, t_new[sel], c[j])
-            Y_bar, th_bar, tau_bar = vjp(tau, Y_j, K_bar[j, sel])
+            Y_bar, th_bar, tau_bar = vjp(tau, Y_j, K_bar[j, sel], rows[sel])
             nfev[rows[sel]] += 1
             theta_bar += th_bar
             step_t_bar[sel] += tau_bar

@@ -42,11 +42,11 @@ control).
 """
 import numpy as np
 
-from .protocol import n_params
+from .protocol import n_params, row_args
 from .solvers import batch_field, integrate
 
 
-def sensitivity_solve(f, yb, t_out, tab, rtol, atol, opts, squeeze):
+def sensitivity_solve(f, yb, t_out, tab, rtol, atol, opts, squeeze, args=()):
     """Integrate y and S = ∂y/∂(y0, θ) (module docstring).
 
     Parameters
@@ -63,6 +63,11 @@ def sensitivity_solve(f, yb, t_out, tab, rtol, atol, opts, squeeze):
         ``check_options``'s dict for the method.
     squeeze : bool
         The problem is 1-D (the field is called with 1-D arguments for f itself).
+    args : tuple
+        Extra arguments of ``f(t, y, *args)``, ``f.jvp(t, y, u, *args)`` and
+        ``f.jvp_params(t, y, w, *args)`` (``pyode.protocol.row_args``: arrays with one entry
+        per row are sliced to the rows of each call; the batched jvp repeats each row once
+        per column of S, and so its arguments).
 
     Returns
     -------
@@ -76,20 +81,24 @@ def sensitivity_solve(f, yb, t_out, tab, rtol, atol, opts, squeeze):
     B, D = yb.shape
     P = n_params(f)
     C = D + P
-    ev = batch_field(f, squeeze, None)
+    args_at = row_args(args, None if squeeze else B)
+    ev = batch_field(f, squeeze, None, args_at)
     eye_p = np.eye(P)
 
     def ev_sensitivity(t, s, rows):
         n = s.shape[0]
         y = s[:, :D]
         S = s[:, D:].reshape(n, D, C)                  # layout [y | S row-major (D, D + P)]
+        args_jvp = args_rows = ()
+        if args_at is not None:
+            args_jvp, args_rows = args_at(np.repeat(rows, C)), args_at(rows)
         # ∂f/∂y · S: one jvp with a row per (sample, column of S).
         columns = np.swapaxes(S, 1, 2).reshape(n * C, D)
-        JS = np.asarray(f.jvp(np.repeat(t, C), np.repeat(y, C, axis=0), columns))
+        JS = np.asarray(f.jvp(np.repeat(t, C), np.repeat(y, C, axis=0), columns, *args_jvp))
         dS = np.swapaxes(JS.reshape(n, C, D), 1, 2).copy()
         for p in range(P):                             # + ∂f/∂θ, column by column
-            dS[:, :, D + p] += np.asarray(f.jvp_params(t, y, eye_p[p]))
-        return np.concatenate([ev(t, y), dS.reshape(n, D * C).astype(s.dtype)], axis=1)
+            dS[:, :, D + p] += np.asarray(f.jvp_params(t, y, eye_p[p], *args_rows))
+        return np.concatenate([ev(t, y, rows), dS.reshape(n, D * C).astype(s.dtype)], axis=1)
 
     S0 = np.zeros((B, D, C), dtype=yb.dtype)
     S0[:, :, :D] = np.eye(D)
@@ -102,7 +111,7 @@ def sensitivity_solve(f, yb, t_out, tab, rtol, atol, opts, squeeze):
     return out[:, :, :D], out[:, :, D:].reshape(T, B, D, C), stats
 
 
-def sensitivity_vjp(f, ys, S, gs, t_out, squeeze):
+def sensitivity_vjp(f, ys, S, gs, t_out, squeeze, args=()):
     """Contract the stored sensitivities with dL/dys (module docstring).
 
     Parameters
@@ -112,6 +121,8 @@ def sensitivity_vjp(f, ys, S, gs, t_out, squeeze):
     gs : ndarray, shape (T, B, D)
         dL/dy at the output times.
     t_out : ndarray, shape (T,)
+    args : tuple
+        Extra arguments of ``f(t, y, *args)``, as for :func:`sensitivity_solve`.
 
     Returns
     -------
@@ -119,14 +130,15 @@ def sensitivity_vjp(f, ys, S, gs, t_out, squeeze):
         As the other backward passes; nfev counts the T evaluations of f for dL/dt.
     """
     T, B, D = ys.shape
-    ev = batch_field(f, squeeze, None)
+    ev = batch_field(f, squeeze, None, row_args(args, None if squeeze else B))
     per_time = np.einsum("tbd,tbdc->tbc", gs, S)       # g_iᵀ S(t_i), shape (T, B, D + P)
     a = per_time[:, :, :D].sum(axis=0)
     a_theta = per_time[:, :, D:].sum(axis=0)
     dLdt = np.zeros(T)
+    every_row = np.arange(B)
     for i in range(1, T):
-        dLdt[i] = np.sum(gs[i] * ev(np.full(B, t_out[i]), ys[i]))
-    f0 = ev(np.full(B, t_out[0]), ys[0])
+        dLdt[i] = np.sum(gs[i] * ev(np.full(B, t_out[i]), ys[i], every_row))
+    f0 = ev(np.full(B, t_out[0]), ys[0], every_row)
     dLdt[0] = -np.sum(per_time[1:, :, :D].sum(axis=0) * f0)
     stats = dict(nfev=np.full(B, T, dtype=np.int64), n_accepted=np.zeros(B, dtype=np.int64),
                  n_rejected=np.zeros(B, dtype=np.int64))

@@ -14,7 +14,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["VectorField", "has_per_sample_vjp", "n_params", "require", "vjp_rows"]
+__all__ = ["VectorField", "has_per_sample_vjp", "n_params", "require", "row_args", "vjp_rows"]
 
 
 @runtime_checkable
@@ -77,14 +77,44 @@ def has_per_sample_vjp(f):
     return callable(getattr(f, "vjp_per_sample", None))
 
 
-def vjp_rows(f, squeeze, per_sample):
-    """The field's VJP on rows: ``(t (n,), y (n, D), v (n, D)) → (vᵀf_y, vᵀf_θ, vᵀf_t)``.
+def row_args(args, B):
+    """The extra arguments ``args`` of ``f(t, y, *args)`` for a call on some rows of a batch.
+
+    Returns None for ``args=()`` (the field is called without them, at no cost) and otherwise
+    ``at(rows) → tuple``: each ndarray of ``args`` whose leading axis has length B (one entry
+    per row of the batch, like y0) indexed by ``rows`` (n,), the batch rows the call
+    evaluates, in the order of the rows of y; every other argument (a scalar, a list, an
+    array of another leading length) unchanged, as scipy's ``solve_ivp(args=)`` passes them.
+    ``B=None`` (a 1-D problem, whose field is called with a (D,) y) slices nothing.
+    """
+    if not args:
+        return None
+    sliced = [] if B is None else [i for i, a in enumerate(args)
+                                   if isinstance(a, np.ndarray) and a.ndim and a.shape[0] == B]
+    if not sliced:
+        return lambda rows: args
+
+    def at(rows):
+        out = list(args)
+        for i in sliced:
+            out[i] = args[i][rows]
+        return tuple(out)
+
+    return at
+
+
+def vjp_rows(f, squeeze, per_sample, args_at=None):
+    """The field's VJP on rows: ``(t (n,), y (n, D), v (n, D), rows (n,)) → (vᵀf_y, vᵀf_θ,
+    vᵀf_t)``.
 
     One call of the field for all n rows. ``vᵀf_y`` is (n, D) and ``vᵀf_t`` (n,), one per row;
     ``vᵀf_θ`` is (n, P) with ``per_sample`` (from the field's optional ``vjp_per_sample``) and
     otherwise (P,), summed over the rows (the protocol's ``vjp``) — which is all a gradient
     needs, since dL/dθ is a sum over the samples. ``squeeze``: call the field with 1-D
-    arguments (one row, a float t), as for a 1-D problem.
+    arguments (one row, a float t), as for a 1-D problem. ``args_at`` (from
+    :func:`row_args`; None: no extra arguments) gives the field's extra arguments for the
+    batch rows ``rows``, handed over after ``v`` (``f.vjp(t, y, v, *args)``); without it
+    ``rows`` is not read.
 
     Raises
     ------
@@ -95,16 +125,19 @@ def vjp_rows(f, squeeze, per_sample):
     if per_sample and not (squeeze or has_per_sample_vjp(f)):
         raise TypeError(f"{type(f).__name__} has no vjp_per_sample(t, y, v)")
 
-    def rows(t, y, v):
+    def on_rows(t, y, v, rows=None):
         n = y.shape[0]
+        args = () if args_at is None else args_at(rows)
         if squeeze:
-            vy, vth, vt = _checked(f.vjp(float(t[0]), y[0], v[0]), y[0].shape, (P,), (), "vjp")
+            vy, vth, vt = _checked(f.vjp(float(t[0]), y[0], v[0], *args), y[0].shape, (P,), (),
+                                   "vjp")
             return vy[None], (vth.reshape(1, P) if per_sample else vth), vt.reshape(1)
         if per_sample:
-            return _checked(f.vjp_per_sample(t, y, v), y.shape, (n, P), (n,), "vjp_per_sample")
-        return _checked(f.vjp(t, y, v), y.shape, (P,), (n,), "vjp")
+            return _checked(f.vjp_per_sample(t, y, v, *args), y.shape, (n, P), (n,),
+                            "vjp_per_sample")
+        return _checked(f.vjp(t, y, v, *args), y.shape, (P,), (n,), "vjp")
 
-    return rows
+    return on_rows
 
 
 def _checked(result, y_shape, theta_shape, t_shape, name):

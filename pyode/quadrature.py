@@ -39,8 +39,9 @@ class ParameterQuadrature:
     Parameters
     ----------
     vjp : callable
-        ``vjp(t (n,), z (n, D), v (n, D)) → (vᵀf_y, vᵀf_θ (P,) summed, vᵀf_t)``
-        (``pyode.protocol.vjp_rows(f, squeeze, per_sample=False)``).
+        ``vjp(t (n,), z (n, D), v (n, D), rows (n,)) → (vᵀf_y, vᵀf_θ (P,) summed, vᵀf_t)``
+        (``pyode.protocol.vjp_rows(f, squeeze, per_sample=False, args_at)``); ``rows`` are
+        the batch rows of the stage points, for the field's per-row extra arguments.
     tab : ButcherTableau
         The method of the backward solve.
     stage_point : callable
@@ -67,7 +68,7 @@ class ParameterQuadrature:
         # Stages with b_j = 0 (dopri5's 2nd and FSAL stages) add nothing: skip them.
         self.stages = np.array([j for j in range(tab.n_stages) if tab.b[j] != 0.0])
         self.n_vjp = None
-        self._pending = []              # stage points (t, z, v) not yet sent to the vjp
+        self._pending = []              # stage points (t, z, v, rows) not yet sent to the vjp
         self._pending_rows = 0
 
     @property
@@ -86,21 +87,22 @@ class ParameterQuadrature:
         n = rows.size
         Y = stage_inputs(y, h, tab.A[js], K)                        # (m, n, W), m = len(js)
         t_j = np.concatenate([stage_time(t, h, t_new, tab.c[j]) for j in js])
-        z, a = self.stage_point(t_j, Y.reshape(len(js) * n, -1), np.tile(rows, len(js)))
+        rows_j = np.tile(rows, len(js))
+        z, a = self.stage_point(t_j, Y.reshape(len(js) * n, -1), rows_j)
         # da_θ/dt = −aᵀ∂f/∂θ; row (j, i) of v carries the weight b_j h_i of its stage.
         w = (-tab.b[js][:, None] * h[None, :]).astype(self.dtype).reshape(-1, 1)
         v = w * a
         if n > 1:
             # The sum is all that is kept, so the stage points of many passes can wait and go
             # to the field's vjp together: one call per PENDING_ROWS stage points.
-            self._pending.append((t_j, z, v))
+            self._pending.append((t_j, z, v, rows_j))
             self._pending_rows += t_j.size
             if self._pending_rows >= PENDING_ROWS:
                 self._flush()
         else:                    # one row: stage by stage, the same sums as a 1-D problem's
             step = np.zeros_like(self._total)
             for m in range(len(js)):
-                step += self.vjp(t_j[m:m + 1], z[m:m + 1], v[m:m + 1])[1]
+                step += self.vjp(t_j[m:m + 1], z[m:m + 1], v[m:m + 1], rows_j[m:m + 1])[1]
             self._total += step
         if self.n_vjp is not None:
             self.n_vjp[rows] += len(js)
@@ -108,6 +110,6 @@ class ParameterQuadrature:
     def _flush(self):
         """Send the pending stage points to the field's vjp in one call; add its θ-part."""
         if self._pending:
-            t, z, v = (np.concatenate(parts) for parts in zip(*self._pending))
-            self._total += self.vjp(t, z, v)[1]
+            t, z, v, rows = (np.concatenate(parts) for parts in zip(*self._pending))
+            self._total += self.vjp(t, z, v, rows)[1]
             self._pending, self._pending_rows = [], 0

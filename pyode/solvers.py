@@ -32,7 +32,7 @@ from .errors import NonFiniteError, StepSizeUnderflowError, TooManyStepsError
 # The step-size controller's constants (HNW I, §II.4, eq. (4.13)), shared with the kernels.
 from .kernels.codes import (BISECT_STEPS, DEFAULT_MAX_NUM_STEPS, MAX_FACTOR,  # noqa: F401
                             MIN_FACTOR, SAFETY, UNDERFLOW_ULPS)
-from .protocol import VectorField
+from .protocol import VectorField, row_args
 from .suggest import option_hint, unknown_keywords_error
 from .tableaus import get_tableau
 
@@ -818,7 +818,7 @@ def _read_only(y):
     return view
 
 
-def check_field_output(f, out, y, t, n_rows=None):
+def check_field_output(f, out, y, t, n_rows=None, args=()):
     """Return ``f``'s result ``out`` for the state ``y`` as an array of y's shape and dtype.
 
     The boundary between the solver and a user-written field (README, "The vector-field
@@ -844,6 +844,8 @@ def check_field_output(f, out, y, t, n_rows=None):
         The time(s) f was called with (for the messages).
     n_rows : int, optional
         Rows of the whole batch when ``y`` holds only the ``n`` rows still integrating.
+    args : tuple
+        The extra arguments f was called with (for the messages).
 
     Raises
     ------
@@ -900,8 +902,7 @@ def check_field_output(f, out, y, t, n_rows=None):
         if n_rows is not None and y.ndim == 2 and y.shape[0] < n_rows:
             rows = (f" pyode calls f with only the {y.shape[0]} of {n_rows} rows still "
                     "integrating (each row has its own steps), so a field must not hold one "
-                    "value per row of the full batch: make such values part of the state, or "
-                    "solve the rows separately.")
+                    f"value per row of the full batch: {_per_row_hint(args, n_rows)}.")
         raise ValueError(
             f"the vector field {field_name(f)} returned {returned}shape {out.shape} for a state "
             f"of shape {y.shape} at t={_t_repr(t)}; f(t, y) must return {want}, not a "
@@ -918,18 +919,19 @@ def _t_repr(t):
     return f"array of shape {t.shape} (one time per row; first {float(t.flat[0]):.6g})"
 
 
-def call_field(f, t, y, n_rows=None, first=False):
-    """``f(t, y)`` with the field boundary checked; returns dy/dt of y's shape and dtype.
+def call_field(f, t, y, n_rows=None, first=False, args=()):
+    """``f(t, y, *args)`` with the field boundary checked; returns dy/dt of y's shape and dtype.
 
     ``y`` is handed over as a read-only view, so a field that writes into its input (``y *=
     0.999``) fails at the write instead of corrupting the solver's state; on the ``first``
     call the state is also compared with a copy afterwards, which catches a field that makes
     its input writable again. Both raise ValueError saying so. With an array ``t`` a broadcast
-    error from inside the field gets a hint about the per-sample time contract.
+    error from inside the field gets a hint about the per-sample time contract and ``args=``.
+    ``args`` are handed over after ``y`` as they are (already sliced to y's rows).
     """
     before = y.copy() if first else None
     try:
-        out = f(t, _read_only(y))
+        out = f(t, _read_only(y), *args)
     except ValueError as exc:
         if "read-only" in str(exc):
             raise ValueError(
@@ -942,33 +944,48 @@ def call_field(f, t, y, n_rows=None, first=False):
             raise ValueError(
                 f"{exc} — raised inside the vector field {field_name(f)}, which pyode calls with "
                 f"y of shape {y.shape}{rows} and t of shape {np.shape(t)}, one time per row: "
-                "broadcast t against y with t[:, None], and keep values that belong to rows "
-                "of the batch in the state rather than in the field (README, 'A "
-                "time-dependent field')") from exc
+                "broadcast t against y with t[:, None] (README, 'A time-dependent field'); and "
+                "a field must not hold values that belong to rows of the batch: "
+                f"{_per_row_hint(args, n_rows)}") from exc
         raise
     if first and not np.array_equal(before, y, equal_nan=True):
         raise ValueError(
             f"the vector field {field_name(f)} changed its input y; f(t, y) must not modify y, "
             "which is the solver's own state: compute a new array instead")
-    return check_field_output(f, out, y, t, n_rows)
+    return check_field_output(f, out, y, t, n_rows, args)
 
 
-def batch_field(f, squeeze, y_shape):
+def _per_row_hint(args, n_rows):
+    """How to hand a field values that belong to rows of the batch (for the messages)."""
+    hint = ("hand such values to the field as odeint(f, y0, t, args=(k,)) with f(t, y, k): an "
+            "ndarray k with one entry per row of y0 (leading axis of length B) is handed over "
+            "sliced to the rows being evaluated, like y (README, 'The vector-field protocol')")
+    lengths = [len(a) for a in args if isinstance(a, (list, tuple))]
+    if n_rows is not None and n_rows in lengths:
+        hint += ("; a list or tuple in args passes unchanged: give np.asarray(k) to have it "
+                 "sliced")
+    return hint
+
+
+def batch_field(f, squeeze, y_shape, args_at=None):
     """Wrap ``f`` as ``ev(t (n,), y (n, D), rows (n,))``; a 1-D problem calls ``f(float, (D,))``.
 
     Every call goes through :func:`call_field` (result type, dtype and shape checked; the
     input passed read-only). ``y_shape``, when given, is the shape of the whole batch (for
-    the message about rows that are still integrating).
+    the message about rows that are still integrating). ``args_at`` (``pyode.protocol.
+    row_args``; None: none) gives the extra arguments of ``f(t, y, *args)`` for the batch
+    rows ``rows``; without it ``rows`` is not read.
     """
     n_rows = None if y_shape is None or squeeze else y_shape[0]
     calls = [0]
 
-    def ev(t, y, rows=None):
+    def ev(t, y, rows):
         first = calls[0] == 0
         calls[0] += 1
+        args = () if args_at is None else args_at(rows)
         if squeeze:
-            return call_field(f, float(t[0]), y[0], first=first)[None]
-        return call_field(f, t, y, n_rows, first=first)
+            return call_field(f, float(t[0]), y[0], first=first, args=args)[None]
+        return call_field(f, t, y, n_rows, first=first, args=args)
 
     return ev
 
@@ -1045,27 +1062,28 @@ Field = Union[VectorField, Callable[..., np.ndarray]]
 @overload
 def odeint(f: Field, y0: ArrayLike, t: ArrayLike, method: str = ..., rtol: float = ...,
            atol: ArrayLike = ..., options: dict[str, Any] | None = ...,
-           full_output: Literal[False] = ..., backend: str = ..., **unknown: Any
-           ) -> np.ndarray: ...
+           full_output: Literal[False] = ..., backend: str = ..., args: tuple = ...,
+           **unknown: Any) -> np.ndarray: ...
 
 
 @overload
 def odeint(f: Field, y0: ArrayLike, t: ArrayLike, method: str = ..., rtol: float = ...,
            atol: ArrayLike = ..., options: dict[str, Any] | None = ..., *,
-           full_output: Literal[True], backend: str = ..., **unknown: Any
-           ) -> tuple[np.ndarray, SolveInfo]: ...
+           full_output: Literal[True], backend: str = ..., args: tuple = ...,
+           **unknown: Any) -> tuple[np.ndarray, SolveInfo]: ...
 
 
 def odeint(f: Field, y0: ArrayLike, t: ArrayLike, method: str = "dopri5", rtol: float = 1e-7,
            atol: ArrayLike = 1e-9, options: dict[str, Any] | None = None,
-           full_output: bool = False, backend: str = "auto",
+           full_output: bool = False, backend: str = "auto", args: tuple = (),
            **unknown: Any) -> np.ndarray | tuple[np.ndarray, SolveInfo]:
     """Integrate dy/dt = f(t, y) and return the solution at the times ``t``.
 
     Parameters
     ----------
     f : vector field
-        ``f(t, y)`` (see the vector-field protocol in the README); ``y`` (D,) or (B, D).
+        ``f(t, y)``, or ``f(t, y, *args)`` with ``args`` (see the vector-field protocol in the
+        README); ``y`` (D,) or (B, D).
     y0 : array_like, shape (D,) or (B, D), float32 or float64
         Initial state at ``t[0]``. Each row of a batch is an independent problem with its own
         step sizes (per-sample step control).
@@ -1089,6 +1107,14 @@ def odeint(f: Field, y0: ArrayLike, t: ArrayLike, method: str = "dopri5", rtol: 
         with ``backend="numpy"``) and every other field on the NumPy path; "cuda" runs ``nn``
         fields on the GPU (``y0`` may then be a numba-cuda device array of shape (B, D), and
         ``ys`` comes back as one). README, "Backends".
+    args : tuple, optional
+        Extra arguments handed to the field after ``y``: ``f(t, y, *args)`` (default ``()``,
+        none; as scipy's ``solve_ivp(args=)``, but a tuple is required: ``args=(k,)`` for
+        one). For a batch ``y0`` (B, D), an ndarray whose leading axis has length B holds one
+        entry per row and is handed over sliced to the rows being evaluated, as ``y`` is
+        (pyode calls ``f`` on the rows still integrating); every other argument (a scalar, a
+        list, an array of another leading length) passes unchanged, and so do all of them
+        for a 1-D ``y0``. Not for ``nn`` fields, which take no extra arguments.
 
     Returns
     -------
@@ -1099,7 +1125,8 @@ def odeint(f: Field, y0: ArrayLike, t: ArrayLike, method: str = "dopri5", rtol: 
     ------
     ValueError, TypeError
         Bad ``t``, ``y0``, tolerances, method, options or backend, or an nn field whose widths
-        do not match ``y0`` (the message names the argument and the fix); a keyword pyode does
+        do not match ``y0`` (the message names the argument and the fix); ``args`` that is not
+        a tuple, or ``args`` for an nn field (TypeError); a keyword pyode does
         not take (TypeError; for the names of scipy, torchdiffeq and diffrax, such as
         ``t_eval`` or ``adjoint_params``, it says what pyode calls them); a field that returns
         a list, a tuple, a non-float dtype or a shape other than y's, or writes into ``y``.
@@ -1115,8 +1142,36 @@ def odeint(f: Field, y0: ArrayLike, t: ArrayLike, method: str = "dopri5", rtol: 
     """
     if unknown:
         raise unknown_keywords_error("odeint", unknown, keyword_names(odeint))
-    ys, info = _odeint(f, y0, t, method, rtol, atol, options, backend)
+    check_args(args, f)
+    ys, info = _odeint(f, y0, t, method, rtol, atol, options, backend, args=args)
     return (ys, info) if full_output else ys
+
+
+def check_args(args, f):
+    """Validate ``args`` of ``odeint``/``odeint_adjoint``: a tuple, and none for nn fields.
+
+    Design decision: scipy's ``solve_ivp`` unpacks any iterable given as ``args``, so
+    ``args=k`` with an array k hands the field one argument per row of k; we take a tuple
+    only (as scipy documents it) and refuse anything else rather than guess.
+
+    Raises
+    ------
+    TypeError
+        ``args`` is not a tuple (the message says to wrap it: ``args=(k,)``), or it is not
+        empty and ``f`` is a ``pyode.nn`` field, which is called as ``f(t, y)`` on every path.
+    """
+    if not isinstance(args, tuple):
+        raise TypeError(f"args must be a tuple of the extra arguments of f(t, y, *args), got "
+                        f"type {type(args).__name__}; wrap a single argument in a tuple: "
+                        "args=(k,)")
+    if args:
+        from . import nn
+        if isinstance(f, nn.Sequential):
+            raise TypeError(f"args= hands extra arguments to f(t, y, *args), but the nn field "
+                            f"{field_name(f)} is called as f(t, y) and takes none (on the "
+                            "kernels and on the NumPy path alike): leave args out, or write "
+                            "the field as a Python class whose __call__, vjp and jvp take "
+                            "them (README, 'A user-written field')")
 
 
 def keyword_names(fn):
@@ -1126,7 +1181,7 @@ def keyword_names(fn):
             if p.kind is p.POSITIONAL_OR_KEYWORD]
 
 
-def _odeint(f, y0, t, method, rtol, atol, options, backend, norm_mask=None):
+def _odeint(f, y0, t, method, rtol, atol, options, backend, norm_mask=None, args=()):
     if not callable(f):
         raise TypeError(f"f must be a vector field (callable as f(t, y)), got {type(f).__name__}")
     tab = get_tableau(method)
@@ -1145,7 +1200,7 @@ def _odeint(f, y0, t, method, rtol, atol, options, backend, norm_mask=None):
     elif kernels is not None:
         ys, stats = kernels.odeint_nn(f, yb, t_arr, tab, rtol, atol, opts)
     else:
-        ev = batch_field(f, squeeze, yb.shape)
+        ev = batch_field(f, squeeze, yb.shape, row_args(args, None if squeeze else yb.shape[0]))
         if tab.adaptive:
             ys, stats, _ = integrate_adaptive(ev, yb, t_arr, tab, rtol, atol, opts["first_step"],
                                               opts["max_num_steps"], norm_mask)

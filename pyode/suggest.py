@@ -76,7 +76,6 @@ KEYWORD_NEIGHBOURS = {
                        "grads.params before the optimiser step"),
     "t_eval": "pass the output times as t (pyode's t is scipy's t_eval, t[0] the start)",
     "t_span": "pass the output times as t, e.g. t=np.linspace(t0, t1, n)",
-    "args": "bind the extra arguments in a closure: f = lambda t, y: fun(t, y, *args)",
     "step_size": "pass options={'step_size': h} (fixed-step methods)",
     "first_step": "pass options={'first_step': h} (adaptive methods)",
     "max_num_steps": "pass options={'max_num_steps': n}",

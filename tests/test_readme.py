@@ -32,6 +32,15 @@ def test_readme_time_dependent_field_matches_its_closed_form():
     np.testing.assert_allclose(scope["ys_forced"][-1], scope["exact"], rtol=1e-8)
 
 
+def test_readme_per_row_args_match_the_closed_form():
+    scope = {}
+    for block in _python_blocks():
+        exec(compile(block, str(README), "exec"), scope)
+    k, t = scope["k"][:, 0], scope["t_k"]
+    exact = np.exp(-k[None, :] * t[:, None])
+    np.testing.assert_allclose(scope["ys_k"][:, :, 0], exact, rtol=100 * 1e-10, atol=0)
+
+
 def test_readme_save_and_checkpoint_block_round_trips():
     scope = {}
     for block in _python_blocks():
