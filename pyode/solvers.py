@@ -247,9 +247,17 @@ def dense_output(tab, y, h, K, theta):
     h, theta : ndarray, shape (n,)
     K : ndarray, shape (s, n, D)
     """
-    powers = np.stack([theta, theta ** 2, theta ** 3, theta ** 4], axis=1)  # (n, 4)
-    weights = powers @ tab.P.T                                              # (n, s)
-    return y + (h[:, None] * np.einsum("ns,snd->nd", weights, K)).astype(y.dtype)
+    # bᵢ(θ) = Σ_p P_ip θ^(p+1), then the stage sum, both as explicit sums rather than BLAS or
+    # einsum products, whose rounding changes with n: a row's output must not depend on its
+    # batch (as in stage_inputs).
+    powers = [theta, theta ** 2, theta ** 3, theta ** 4]
+    out = np.zeros(y.shape, dtype=np.float64)
+    for i in range(tab.n_stages):
+        b_i = np.zeros_like(theta)
+        for p, theta_p in enumerate(powers):
+            b_i += tab.P[i, p] * theta_p
+        out += b_i[:, None] * K[i]
+    return y + (h[:, None] * out).astype(y.dtype)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -478,7 +486,10 @@ def integrate_adaptive(ev, y0, t_out, tab, rtol, atol, first_step=None,
         K = np.empty((s,) + ya.shape, dtype=y0.dtype)
         with np.errstate(over="ignore", invalid="ignore"):
             y_new = rk_step(ev, ta, ya, ha, t_new, k1a, tab, K, active)
-            err = ha.astype(y0.dtype)[:, None] * np.tensordot(tab.b_err.astype(y0.dtype), K, 1)
+            # The error estimate h Σ_j b_err_j K_j by the explicit stage sum of stage_inputs
+            # (from a zero state), not a BLAS product: a row's error, hence its step sequence,
+            # must not depend on the rows beside it.
+            err = stage_inputs(np.zeros_like(ya), ha, tab.b_err[None], K)[0]
             err_norm = error_norm(err, ya, y_new, rtol, atol, norm_mask)
         nfev[active] += s - 1
         finite = np.isfinite(err_norm) & np.all(np.isfinite(y_new), axis=1) \
