@@ -21,17 +21,18 @@ forward solution of that sample,
 
 1. the segment of k forward steps that contains the stage time is replayed from its
    checkpoint with the recorded step sizes (so the replay recomputes the forward solution,
-   not a new one), keeping the stages of its steps — the samples that need a segment at the
-   same moment replay theirs together, one field call per replay stage for all of them (each
-   from its own checkpoint with its own steps; a segment of fewer steps drops out of the
-   lockstep when it ends), and
+   not a new one), keeping the interpolant of each of its steps — when a sample needs a
+   segment it does not hold, every sample of that call replays the segments of its next few
+   backward steps (the prefetch), all together, one field call per replay stage for all of
+   them (each from its own checkpoint with its own steps; a segment of fewer steps drops out
+   of the lockstep when it ends), and
 2. y(t) is their dense output (``tab.P``; for the fixed-step methods, which have none, the
-   cubic Hermite interpolant through the step ends, HNW I §II.6, eq. (6.7)), evaluated for
-   all the samples at once.
+   cubic Hermite interpolant through the step ends, HNW I §II.6, eq. (6.7)), kept as the
+   coefficients of a polynomial in θ and evaluated for all the samples at once.
 
 Each sample keeps its replayed segments while its adjoint solve may still need them and drops
 them once its accepted time has passed their start, so each is replayed once and only the
-segments under one backward step are held (in a pool of slots shared by the batch). A
+segments of a few backward steps are held (in a pool of slots shared by the batch). A
 sample's evaluations, steps and replays are those of the same sample solved alone. Time
 gradients as the backsolve adjoint: dL/dt_i = g_i · f(t_i, y_i) for i ≥ 1 and
 dL/dt_0 = a_t(t_0) (``pyode.adjoint``, "Time gradients").
@@ -48,12 +49,14 @@ through the replayed steps (a discrete adjoint per segment). We keep the continu
 and its own error control, so the gradient is the one of the backsolve adjoint, only stable.
 
 Trade-off: memory (3 + D/k) floats per accepted step and sample (backsolve: none; discrete:
-(s + 1)·D), plus the stages of the replayed segments under one backward step; cost one extra
-forward solve (the replay, plus one evaluation per segment to restart it) on top of a backward
-solve of [a, a_θ, a_t] (or [a, a_t] and the quadrature) — the backsolve adjoint's, without the
-D components of z. Larger k stores less and holds longer replayed segments. Replays happen
-when a sample's solve reaches a segment, so in a batch they come in many small groups: each
-replay stage is one field call for the samples that reached a new segment at that moment.
+(s + 1)·D), plus 5·D + 2 floats a step for the replayed segments of a few backward steps;
+cost one extra forward solve (the replay, plus one evaluation per segment to restart it) on
+top of a backward solve of [a, a_θ, a_t] (or [a, a_t] and the quadrature) — the backsolve
+adjoint's, without the D components of z. Larger k stores less and holds longer replayed
+segments. Replays happen when a sample's solve reaches a segment it does not hold; the
+prefetch then tops up every sample of that call, so in a batch they come in few large groups
+(each replay stage one field call for all of them) rather than one small group whenever some
+sample reaches a new segment.
 
 Kernel hook: a kernel module (``pyode.solvers.kernel_module``) may provide
 ``checkpoint_forward_nn(f, yb, t, tab, rtol, atol, opts, every) -> (ys, stats, record)`` with a
@@ -76,7 +79,7 @@ import numpy as np
 
 from .backward import adjoint_solve
 from .protocol import row_args
-from .solvers import batch_field, dense_output, rk_step
+from .solvers import batch_field, eval_interpolant, interpolant, rk_step
 
 
 def checkpoint_pass(f, ys, gs, t_out, tab, record, rtol, atol, opts, norm_mask=None,
@@ -86,7 +89,8 @@ def checkpoint_pass(f, ys, gs, t_out, tab, record, rtol, atol, opts, norm_mask=N
     One solve from t_{T-1} to t_0 in which every row keeps its own step control and crosses
     the output times on its own (as ``pyode.adjoint.backward_pass``); each evaluation of the
     adjoint dynamics calls the field's vjp once for all the rows being stepped, and each
-    replay stage calls the field once for all the rows replaying a segment at that moment. Fields with ``vjp_per_sample`` carry a_θ per sample in the state
+    replay stage calls the field once for all the rows replaying segments at that moment
+    (the prefetch). Fields with ``vjp_per_sample`` carry a_θ per sample in the state
     ``[a, a_θ, a_t]``; the others carry ``[a, a_t]`` and sum a_θ over the batch beside it
     (:class:`pyode.quadrature.ParameterQuadrature`, on the accepted stages).
 
@@ -139,14 +143,35 @@ def checkpoint_pass(f, ys, gs, t_out, tab, record, rtol, atol, opts, norm_mask=N
     T, B, D = ys.shape
     squeeze = bool(squeeze) and B == 1
     direction = 1.0 if t_out[-1] > t_out[0] else -1.0
-    ev = batch_field(f, squeeze, None, row_args(args, None if squeeze else B))
-    replays = _Replays(ev, tab, _BatchSteps(record, B, D, ys.dtype, direction), direction,
-                       ys.dtype)
+    replays = _Replays(_replay_field(f, squeeze, B, args), tab,
+                       _BatchSteps(record, B, D, ys.dtype, direction), direction, ys.dtype,
+                       t_out[-1])
     source = _ForwardSolution(replays, B, D, tab.n_stages + 1, ys.dtype)
     a, a_theta, dLdt, stats, _ = adjoint_solve(f, ys, gs, t_out, tab, rtol, atol, opts,
                                                squeeze, norm_mask, time_gradients, source,
                                                args)
     return a, a_theta, dLdt, stats
+
+
+def _replay_field(f, squeeze, B, args):
+    """The field of the replays, ``ev(t (n,), y (n, D), rows (n,)) → (n, D)``.
+
+    The prefetch (:meth:`_Replays._prefetch`) replays several segments of a row in one
+    lockstep, so n may exceed the number of rows. With one row (B = 1) each segment gets its
+    own call instead, the calls of the segments replayed one by one: a 1-D problem
+    (``squeeze``) hands the field one state (1-D arguments, ``batch_field``), and a batch of
+    one row must make the same calls on the same numbers to stay bit-identical to it (a
+    field's matmul over n > 1 rows may round differently from the same one over a single row).
+    """
+    ev = batch_field(f, squeeze, None, row_args(args, None if squeeze else B))
+    if B > 1:
+        return ev
+
+    def each_segment(t, y, rows):
+        return np.concatenate([ev(t[i:i + 1], y[i:i + 1], rows[i:i + 1])
+                               for i in range(y.shape[0])])
+
+    return each_segment
 
 
 class _ForwardSolution:
@@ -262,44 +287,55 @@ class _RecentZ:
 class _Replays:
     """The replayed segments of every row, and y(t) from them (module docstring, steps 1–2).
 
-    A replayed segment lives in a slot of a pool shared by the batch: ``Y`` (S, k + 1, D) the
-    states at its step starts and end, ``K`` (S, k, s, D) the stages of its steps, ``F``
-    (S, k, D) f at each step end (the Hermite slope; methods without dense output only).
-    ``slot[b, j]`` is the slot of segment j of row b (−1: not replayed); ``top[b]`` bounds the
-    segments row b holds from above. ``nfev`` (B,) counts the replays' evaluations per row.
+    A replayed segment lives in a slot of a pool shared by the batch. Its step m is column
+    σ·k + m (σ the slot) of ``T`` (2, S·k), the step's start t and size h, and of ``C`` (5, D,
+    S·k), the state y at the step start and the coefficients Q_0..Q_3 of the step's
+    interpolant, y(t + θh) = y + Σ_p θ^(p+1) Q_p (:meth:`_interpolant`); columns, so that one
+    ``take`` reads them for the whole call and the arithmetic runs along the rows. ``cost``
+    (S,) holds the evaluations each replay made and ``used`` (S,) whether its row has read it
+    yet. ``slot[b, j]`` is the slot of segment j of row b (−1: not replayed); ``top[b]``
+    bounds the segments row b holds from above. ``nfev`` (B,) counts the replays' evaluations
+    per row (:meth:`_count_use`). ``x_now`` and ``h_last`` (B,) are each row's accepted time
+    (times the direction) and last accepted step size (magnitude), for the prefetch window.
     """
 
-    def __init__(self, ev, tab, steps, direction, dtype):
+    #: The prefetch window, in backward steps (of the row's last accepted size) below its time.
+    PREFETCH_STEPS = 3.0
+
+    def __init__(self, ev, tab, steps, direction, dtype, t_start):
         self.ev, self.tab, self.steps, self.d, self.dtype = ev, tab, steps, direction, dtype
         B, M, D = steps.y.shape
         self.slot = np.full((B, M), -1, dtype=np.int64)
         self.top = np.full(B, -1, dtype=np.int64)
         self.nfev = np.zeros(B, dtype=np.int64)
+        self.x_now = np.full(B, direction * t_start)
+        self.h_last = np.zeros(B)
         self.D, self.k = D, steps.every
-        self.Y = self.K = self.F = None
+        self.S = 0
+        self.T = np.zeros((2, 0))
+        self.C = np.zeros((5, D, 0), dtype=dtype)
+        self.cost = np.zeros(0, dtype=np.int64)
+        self.used = np.zeros(0, dtype=bool)
         self.free = np.zeros(0, dtype=np.int64)       # a stack of free slots
         self._grow(2 * B)
 
     def _grow(self, n):
         """Add n slots to the pool."""
-        S = 0 if self.Y is None else self.Y.shape[0]
-        k, s, D = self.k, self.tab.n_stages, self.D
+        S, k = self.S, self.k
 
-        def more(old, shape):
-            new = np.empty((S + n,) + shape, dtype=self.dtype)
-            if old is not None:
-                new[:S] = old
+        def more(old, size):                     # the last axis grows to size
+            new = np.empty(old.shape[:-1] + (size,), dtype=old.dtype)
+            new[..., :old.shape[-1]] = old
             return new
 
-        self.Y = more(self.Y, (k + 1, D))
-        self.K = more(self.K, (k, s, D))
-        if self.tab.P is None:
-            self.F = more(self.F, (k, D))
+        self.T, self.C = more(self.T, (S + n) * k), more(self.C, (S + n) * k)
+        self.cost, self.used = more(self.cost, S + n), more(self.used, S + n)
         self.free = np.concatenate([np.arange(S + n - 1, S - 1, -1), self.free])
+        self.S = S + n
 
     def _take(self, n):
         if self.free.size < n:
-            self._grow(max(n, self.Y.shape[0]))
+            self._grow(max(n, self.S))
         slots, self.free = self.free[-n:], self.free[:-n]
         return slots
 
@@ -307,46 +343,88 @@ class _Replays:
         """The forward y of each row ``rows`` (n,) at its own time ``t`` (n,), shape (n, D).
 
         The segment is the last one starting at or before t (the first for a t before the
-        row's first step); rows whose segment is not replayed yet are replayed together. In
-        it, the step is the first one ending at or after t (its last step for a t beyond).
+        row's first step); rows whose segment is not replayed yet are replayed together, with
+        the window of every row of the call (:meth:`_prefetch`). In it, the step is the first
+        one ending at or after t (its last step for a t beyond).
         """
-        st, k, tab = self.steps, self.k, self.tab
+        st, k = self.steps, self.k
         x = self.d * t
         # At most n_seg[b] segments start at or before t (the padding is +inf): j < n_seg[b].
         j = np.maximum(st.segment(x, rows, True) - 1, 0)
         slot = self.slot[rows, j]
-        need = slot < 0
-        if need.any():
-            # Each (row, segment) once: the quadrature asks for several stages of a row.
-            _, once = np.unique(rows[need] * self.slot.shape[1] + j[need], return_index=True)
-            self._replay(rows[need][once], j[need][once])
+        if (slot < 0).any():
+            self._prefetch(x, rows)
             slot = self.slot[rows, j]
-        first = j * k
-        if k == 1:
-            m, n = 0, first
-        else:
+        self._count_use(rows, slot)
+        m = 0
+        if k > 1:
+            first = j * k
             n_in = np.minimum(k, st.n_steps[rows] - first)
             m = np.minimum(_count(st.ends, rows * st.W_e + first, x, st.W_k, False), n_in - 1)
-            n = first + m
-        at = rows * st.N + n
-        h = st.h.take(at)
-        theta = np.minimum(np.maximum((t - st.t.take(at)) / h, 0.0), 1.0)
-        y0, K = self.Y[slot, m], self.K[slot, m]                  # (n, D), (n, s, D)
-        if tab.P is not None:
-            return dense_output(tab, y0, h, np.swapaxes(K, 0, 1), theta)
-        # Cubic Hermite through (y0, f0) and (y1, f1) (HNW I, §II.6, eq. (6.7)).
-        f0, y1, f1 = K[:, 0], self.Y[slot, m + 1], self.F[slot, m]
-        th = theta[:, None]
-        hh = h[:, None]
-        return ((1 - th) ** 2 * (1 + 2 * th) * y0 + th * (1 - th) ** 2 * hh * f0
-                + th ** 2 * (3 - 2 * th) * y1
-                - th ** 2 * (1 - th) * hh * f1).astype(self.dtype, copy=False)
+        e = slot * k + m
+        t0, h = np.take(self.T, e, axis=1)
+        theta = np.minimum(np.maximum((t - t0) / h, 0.0), 1.0)
+        G = np.take(self.C, e, axis=2)                                   # (5, D, n)
+        z = eval_interpolant(G[0], G[1:], theta)
+        return np.ascontiguousarray(z.T, dtype=self.dtype)
+
+    def _interpolant(self, y, h, K, y_new, k_end):
+        """The coefficients Q (4, D, n) of the steps' interpolants, y(t + θh) = y + Σ_p θ^(p+1)
+        Q_p: the method's dense output (``tab.P``, b_i(θ) = Σ_p P_ip θ^(p+1), so Q_p = h Σ_i
+        P_ip K_i) or, without one, the cubic Hermite through (y, K_0) and (y_new, k_end) (HNW
+        I, §II.6, eq. (6.7), in powers of θ).
+
+        Why coefficients: y(t) is read at every stage of the adjoint solve, for every row, so
+        it is cheaper to form the polynomial once per replayed step than at each read."""
+        if self.tab.P is not None:
+            return interpolant(self.tab, h, K).transpose(0, 2, 1)
+        f0, dy = K[0].T, (y_new - y).T
+        f1 = k_end.T
+        return np.stack([h * f0, 3 * dy - h * (2 * f0 + f1), -2 * dy + h * (f0 + f1),
+                         np.zeros_like(dy)])
+
+    def _count_use(self, rows, slot):
+        """Count a replay's evaluations when its row first reads it, not when it is replayed:
+        a row then counts the replays it would have made alone, whatever was prefetched (a
+        prefetched segment the row never reads is never counted)."""
+        fresh = ~self.used[slot]
+        if fresh.any():
+            # A slot belongs to one row; the quadrature may read it for several stages at once.
+            sl, once = np.unique(slot[fresh], return_index=True)
+            np.add.at(self.nfev, rows[fresh][once], self.cost[sl])
+            self.used[sl] = True
+
+    def _prefetch(self, x, rows):
+        """Replay, for every row of the call, the segments not held yet that overlap its
+        window [x_now − PREFETCH_STEPS·h_last, x_now] (widened to x, the time it asks for),
+        all in one lockstep.
+
+        Why: rows reach new segments at different stage calls, so replaying only what a call
+        needs makes many small groups, each a Python-level loop of field calls. Topping up
+        every row's window whenever one row runs out replays in few large groups. The window
+        follows the row's own step size, so a row holds the segments of a few backward steps.
+        """
+        st, M = self.steps, self.slot.shape[1]
+        # The fixed-step solve's step start may lie an ulp above the previous step's end.
+        x_now = np.maximum(x, self.x_now[rows])
+        x_low = np.minimum(x, x_now - self.PREFETCH_STEPS * self.h_last[rows])
+        both = np.concatenate([x_now, x_low])
+        j_hi, j_lo = np.split(np.maximum(st.segment(both, np.tile(rows, 2), True) - 1, 0), 2)
+        n = j_hi - j_lo + 1
+        r = np.repeat(rows, n)
+        j = np.repeat(j_lo - (np.cumsum(n) - n), n) + np.arange(r.size)
+        need = self.slot[r, j] < 0
+        # Each (row, segment) once: a row may come several times in one call.
+        key = np.unique(r[need] * M + j[need])
+        self._replay(key // M, key % M)
 
     def _replay(self, rows, j):
         """Re-take the forward steps of segment j[i] of row rows[i] from its checkpoint, with
         the recorded step sizes, all in lockstep: one field call per stage for the segments
-        that still have a step there. Keeps their states and stages in new slots. (A row may
-        come twice, with two segments.)"""
+        that still have a step there. Keeps their step starts and interpolants in new slots,
+        with the evaluations each made (counted at first use). (A row may come with several
+        segments.)
+        """
         st, tab, ev = self.steps, self.tab, self.ev
         slots = self._take(rows.size)
         self.slot[rows, j] = slots
@@ -360,30 +438,32 @@ class _Replays:
         for m in range(int(count.max())):
             on = np.nonzero(count > m)[0]
             every_row = on.size == rows.size
-            r, sl, n = rows[on], slots[on], first[on] + m
+            r, n, e = rows[on], first[on] + m, slots[on] * self.k + m
             ya, k1a = (y, k1) if every_row else (y[on], k1[on])
             Ka = K if every_row else np.empty((tab.n_stages,) + ya.shape, dtype=y.dtype)
-            t_new = st.t_new[r, n]
-            y_new = rk_step(ev, st.t[r, n], ya, st.h[r, n], t_new, k1a, tab, Ka, r)
+            t_new, h = st.t_new[r, n], st.h[r, n]
+            y_new = rk_step(ev, st.t[r, n], ya, h, t_new, k1a, tab, Ka, r)
             evals[on] += tab.n_stages - 1
             if tab.fsal:
                 k_end = Ka[-1]
             else:                            # f at the step end: next k1 and Hermite's slope
                 k_end = ev(t_new, y_new, r)
                 evals[on] += 1
-                self.F[sl, m] = k_end
-            self.Y[sl, m] = ya
-            self.K[sl, m] = np.swapaxes(Ka, 0, 1)
+            self.T[:, e] = st.t[r, n], h
+            self.C[0, :, e] = ya                  # (this index puts e first: (n, D))
+            self.C[1:, :, e] = self._interpolant(ya, h, Ka, y_new, k_end)
             if every_row:
                 y, k1 = y_new, k_end.copy()
             else:
                 y[on], k1[on] = y_new, k_end
-        self.Y[slots, count] = y
-        np.add.at(self.nfev, rows, evals)
+        self.cost[slots] = evals
+        self.used[slots] = False
 
     def forget(self, rows, t, h, t_new, y, K):
         """``on_step`` of the adjoint solve: drop the segments of the accepted rows that start
-        at or after their new time (it has passed them)."""
+        at or after their new time (it has passed them); note the time and step size."""
+        self.x_now[rows] = self.d * t_new
+        self.h_last[rows] = np.abs(h)
         gone = self.steps.segment(self.d * t_new, rows, False)   # first segment to drop
         top = self.top[rows]
         for o in range(int(np.max(top - gone, initial=-1)) + 1):

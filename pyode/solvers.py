@@ -238,6 +238,43 @@ def initial_step(ev, t0, y0, f0, t_end, error_order, rtol, atol, mask=None, rows
     return np.minimum(np.maximum(h, min_step(t0)), span)
 
 
+def interpolant(tab, h, K):
+    """Coefficients of the continuous extension (``tab.P``, HNW I, §II.6) in powers of θ.
+
+    y(t + θh) = y + h Σᵢ bᵢ(θ) Kᵢ with bᵢ(θ) = Σ_p P_ip θ^(p+1), so y(t + θh) = y + Σ_p
+    θ^(p+1) Q_p with Q_p = h Σᵢ P_ip Kᵢ.
+
+    Parameters
+    ----------
+    h : ndarray, shape (n,)
+    K : ndarray, shape (s, n, D)
+
+    Returns
+    -------
+    Q : ndarray, shape (4, n, D), float64
+    """
+    # Explicit sums rather than BLAS or einsum products, whose rounding changes with n: a
+    # row's output must not depend on its batch (as in stage_inputs).
+    Q = np.zeros((4,) + K.shape[1:])
+    for i in range(tab.n_stages):
+        for p in range(4):
+            Q[p] += tab.P[i, p] * K[i]
+    return Q * h[:, None]
+
+
+def eval_interpolant(y, Q, theta):
+    """y + Σ_p θ^(p+1) Q_p by Horner's rule: y + θ(Q_0 + θ(Q_1 + θ(Q_2 + θ Q_3))).
+
+    ``y`` (any shape X), ``Q`` (4,) + X, ``theta`` broadcastable against X (e.g. (n, 1) for
+    y of shape (n, D)). Returns float64 of shape X.
+    """
+    z = Q[3] * theta
+    for p in (2, 1, 0):
+        z += Q[p]
+        z *= theta
+    return z + y
+
+
 def dense_output(tab, y, h, K, theta):
     """Continuous extension y(t + θh) = y + h Σᵢ bᵢ(θ) Kᵢ (``tab.P``, HNW I, §II.6).
 
@@ -247,17 +284,8 @@ def dense_output(tab, y, h, K, theta):
     h, theta : ndarray, shape (n,)
     K : ndarray, shape (s, n, D)
     """
-    # bᵢ(θ) = Σ_p P_ip θ^(p+1), then the stage sum, both as explicit sums rather than BLAS or
-    # einsum products, whose rounding changes with n: a row's output must not depend on its
-    # batch (as in stage_inputs).
-    powers = [theta, theta ** 2, theta ** 3, theta ** 4]
-    out = np.zeros(y.shape, dtype=np.float64)
-    for i in range(tab.n_stages):
-        b_i = np.zeros_like(theta)
-        for p, theta_p in enumerate(powers):
-            b_i += tab.P[i, p] * theta_p
-        out += b_i[:, None] * K[i]
-    return y + (h[:, None] * out).astype(y.dtype)
+    return eval_interpolant(y, interpolant(tab, h, K), theta[:, None]).astype(y.dtype,
+                                                                              copy=False)
 
 
 # ---------------------------------------------------------------------------------------------
