@@ -256,12 +256,7 @@ def odeint_adjoint(f: VectorField, y0: ArrayLike, t: ArrayLike, method: str = "d
         if is_device_array(grad_ys) or is_device_array(ys):
             g = _check_device_grad(grad_ys, ys_out)
         else:
-            g = np.asarray(grad_ys, dtype=ys.dtype)
-            if g.shape != ys_out.shape:
-                raise ValueError(f"grad_ys must have the shape of ys {ys_out.shape}, "
-                                 f"got {g.shape}")
-            if not np.all(np.isfinite(g)):
-                raise ValueError("grad_ys contains NaN or inf")
+            g = check_grad_ys(grad_ys, ys_out.shape, ys.dtype)
         gb = g[:, None] if squeeze else g
         a, a_theta, dLdt, stats = backward(gb)
         if squeeze:
@@ -282,9 +277,35 @@ def _check_device_grad(grad_ys, ys):
                          f"got {tuple(grad_ys.shape)}")
     if is_device_array(grad_ys):
         return grad_ys
-    g = np.asarray(grad_ys, dtype=ys.dtype)
+    return check_grad_ys(grad_ys, tuple(ys.shape), np.dtype(ys.dtype))
+
+
+def check_grad_ys(grad_ys, shape, dtype):
+    """Validate the cotangent dL/dys handed to ``vjp``: real, finite, of the shape of ys.
+
+    Raises
+    ------
+    ValueError
+        A ragged sequence, another shape, NaN/inf (or values beyond the range of ``dtype``).
+    TypeError
+        Complex, object or string values (complex ones are not silently made real).
+    """
+    try:
+        raw = np.asarray(grad_ys)
+    except ValueError:                        # numpy's "inhomogeneous shape"
+        raise ValueError(f"grad_ys must be an array of the shape of ys {shape} (dL/dys), got "
+                         "a ragged (nested) sequence") from None
+    if raw.dtype.kind not in "biuf":
+        fix = (": pass the real part if the imaginary one is zero" if raw.dtype.kind == "c"
+               else "")
+        raise TypeError(f"grad_ys must hold real numbers (dL/dys, the shape of ys {shape}), "
+                        f"got dtype {raw.dtype}{fix}")
+    if raw.shape != tuple(shape):
+        raise ValueError(f"grad_ys must have the shape of ys {tuple(shape)}, got {raw.shape}")
+    with np.errstate(over="ignore"):
+        g = raw.astype(dtype)
     if not np.all(np.isfinite(g)):
-        raise ValueError("grad_ys contains NaN or inf")
+        raise ValueError(f"grad_ys contains NaN or inf (or values beyond the range of {dtype})")
     return g
 
 

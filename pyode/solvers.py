@@ -160,14 +160,34 @@ def error_norm(err, y, y_new, rtol, atol, mask=None):
     ratio = _scaled(err, scale)
     if mask is not None:
         ratio = ratio[:, mask]
-    return np.sqrt(np.mean(np.square(ratio), axis=1))
+    return _rms(ratio)
+
+
+def _rms(ratio):
+    """sqrt(mean(ratio², axis=1)) per row, without overflow.
+
+    A huge component against a small atol (y0 = [1e150, 0] and atol = 1e-9: ratios of 1e159)
+    overflows the squares although the norm itself is finite; such rows are rescaled by their
+    largest entry first. Other rows keep the plain formula (and its rounding). Rows with
+    NaN/inf stay non-finite.
+    """
+    with np.errstate(over="ignore"):
+        out = np.sqrt(np.mean(np.square(ratio), axis=1))
+    big = np.isinf(out) & np.all(np.isfinite(ratio), axis=1)
+    if np.any(big):
+        r = ratio[big]
+        m = np.max(np.abs(r), axis=1, keepdims=True)
+        out[big] = m[:, 0] * np.sqrt(np.mean(np.square(r / m), axis=1))
+    return out
 
 
 def _scaled(x, scale):
     """x / scale, with 0 where scale is 0 (pure relative control, atol = 0, on a zero
-    component: nothing to control there)."""
-    return np.divide(x, scale, out=np.zeros(np.shape(x), dtype=np.result_type(x, scale)),
-                     where=np.broadcast_to(scale > 0, np.shape(x)))
+    component: nothing to control there), and inf where the quotient overflows (a subnormal
+    scale: atol = 0 and |y| ~ 1e-309); the callers treat an infinite ratio as a failed test."""
+    with np.errstate(over="ignore"):
+        return np.divide(x, scale, out=np.zeros(np.shape(x), dtype=np.result_type(x, scale)),
+                         where=np.broadcast_to(scale > 0, np.shape(x)))
 
 
 def step_factor(err_norm, error_order, accepted, after_rejection=False):
@@ -217,15 +237,15 @@ def initial_step(ev, t0, y0, f0, t_end, error_order, rtol, atol, mask=None, rows
     y64, f64 = y0.astype(np.float64), f0.astype(np.float64)
     scale = atol + rtol * np.abs(y64)
     cols = slice(None) if mask is None else mask
-    d0 = np.sqrt(np.mean(np.square(_scaled(y64, scale))[:, cols], axis=1))
-    d1 = np.sqrt(np.mean(np.square(_scaled(f64, scale))[:, cols], axis=1))
+    d0 = _rms(_scaled(y64, scale)[:, cols])
+    d1 = _rms(_scaled(f64, scale)[:, cols])
     small = (d0 < 1e-5) | (d1 < 1e-5)
     h0 = np.where(small, 1e-6, 0.01 * d0 / np.where(small, 1.0, d1))
-    h0 = np.minimum(h0, span)
+    h0 = np.minimum(np.where(h0 > 0, h0, 1e-6), span)     # d1 = inf (an overflowing ratio)
     y1 = y0 + (direction * h0).astype(y0.dtype)[:, None] * f0
     with np.errstate(over="ignore", invalid="ignore"):
         f1 = ev(t0 + direction * h0, y1, np.arange(y0.shape[0]) if rows is None else rows)
-        d2 = np.sqrt(np.mean(np.square(_scaled(f1 - f64, scale))[:, cols], axis=1)) / h0
+        d2 = _rms(_scaled(f1 - f64, scale)[:, cols]) / h0
     dmax = np.maximum(d1, d2)
     tiny = dmax <= 1e-15
     h1 = np.where(tiny, np.maximum(1e-6, h0 * 1e-3),
@@ -693,11 +713,13 @@ def check_tolerances(rtol, atol, D, name="rtol/atol"):
     An rtol ≥ 1 is accepted with a ``UserWarning`` (it makes the error test meaningless).
     """
     rtol_f = _real_number(rtol, "rtol" if name == "rtol/atol" else "adjoint_rtol")
-    if not isinstance(atol, (list, tuple, np.ndarray)):
-        _real_number(atol, "atol" if name == "rtol/atol" else "adjoint_atol")
-    atol_a = np.asarray(atol, dtype=np.float64)
+    atol_name = "atol" if name == "rtol/atol" else "adjoint_atol"
+    if isinstance(atol, (list, tuple, np.ndarray)):
+        atol_a = _real_array(atol, atol_name, f"a float or an array of shape ({D},)")
+    else:
+        atol_a = np.asarray(_real_number(atol, atol_name))
     if atol_a.ndim > 1 or (atol_a.ndim == 1 and atol_a.shape[0] != D):
-        raise ValueError(f"atol must be a float or an array of shape ({D},), "
+        raise ValueError(f"{atol_name} must be a float or an array of shape ({D},), "
                          f"got shape {atol_a.shape}")
     if not np.isfinite(rtol_f) or rtol_f < 0 or np.any(~np.isfinite(atol_a)) \
             or np.any(atol_a < 0):
@@ -780,6 +802,20 @@ def _real_number(value, name):
         raise TypeError(f"{name} must be a real number, got {value!r} "
                         f"({type(value).__name__})")
     return float(value)
+
+
+def _real_array(value, name, want):
+    """``value`` (a list, tuple or ndarray) as a float64 array; ValueError for a ragged
+    sequence and TypeError for values that are not real numbers, both naming ``name``."""
+    try:
+        raw = np.asarray(value)
+    except ValueError:                        # numpy's "inhomogeneous shape"
+        raise ValueError(f"{name} must be {want}, got a ragged (nested) sequence "
+                         f"{_shorten(repr(value))}") from None
+    if raw.dtype.kind not in "iuf":
+        raise TypeError(f"{name} must be {want} of real numbers, got dtype {raw.dtype} "
+                        f"({_shorten(repr(value))})")
+    return raw.astype(np.float64)
 
 
 def fixed_step_counts(t_out, step_size):
