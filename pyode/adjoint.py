@@ -70,9 +70,10 @@ from .discrete import discrete_pass
 from .errors import AdjointReconstructionWarning
 from .forward_sensitivity import sensitivity_solve, sensitivity_vjp
 from .protocol import VectorField, n_params, require
-from .solvers import (SolveInfo, _odeint, batch_field, check_field_width, check_options,
-                      check_step_count, check_times, check_tolerances, check_y0, integrate,
-                      is_device_array, kernel_module, keyword_names)
+from .solvers import (SolveInfo, _odeint, _scaled, batch_field, check_attainable,
+                      check_field_width, check_options, check_step_count, check_times,
+                      check_tolerances, check_y0, integrate, is_device_array, kernel_module,
+                      keyword_names)
 from .suggest import adjoint_method_hint, unknown_keywords_error
 from .tableaus import get_tableau
 from .trajectory import StepRecorder
@@ -460,6 +461,7 @@ def _check_problem(f, y0, t, method, rtol, atol, options):
     squeeze = y.ndim == 1
     yb = y[None] if squeeze else y
     rtol, atol = check_tolerances(rtol, atol, yb.shape[1])
+    check_attainable(rtol, atol, yb)
     opts = check_options(options, tab)
     check_field_width(f, yb.shape[1])
     check_step_count(t_arr, opts)
@@ -548,5 +550,8 @@ def backward_pass(f, yb, gb, t, tab, rtol, atol, opts, squeeze, norm_mask=None,
     # The z integrated backward at t_{T-2}, …, t_0 (before each restart) against the forward y.
     atol_z = atol if np.ndim(atol) == 0 else np.asarray(atol)[:D]
     z_back, y_fwd = states[1:, :, :D], yb[::-1][1:]
-    gap = np.abs(z_back - y_fwd) / (atol_z + rtol * np.abs(y_fwd))
+    # As in the error norm, a component with atol + rtol·|y| = 0 (atol = 0, y = 0) has nothing
+    # to measure against: it counts 0, not a division by zero.
+    with np.errstate(over="ignore", invalid="ignore"):
+        gap = _scaled(np.abs(z_back - y_fwd), atol_z + rtol * np.abs(y_fwd))
     return a, a_theta, dLdt, stats, gap.max(axis=(0, 2))

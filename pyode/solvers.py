@@ -156,7 +156,8 @@ def error_norm(err, y, y_new, rtol, atol, mask=None):
     -------
     ndarray, shape (n,)
     """
-    scale = atol + rtol * np.maximum(np.abs(y), np.abs(y_new))
+    with np.errstate(over="ignore"):          # rtol ≥ 1 near the largest float: scale inf
+        scale = atol + rtol * np.maximum(np.abs(y), np.abs(y_new))
     ratio = _scaled(err, scale)
     if mask is not None:
         ratio = ratio[:, mask]
@@ -235,7 +236,8 @@ def initial_step(ev, t0, y0, f0, t_end, error_order, rtol, atol, mask=None, rows
     span = np.abs(t_end - t0)
     direction = np.sign(t_end - t0)
     y64, f64 = y0.astype(np.float64), f0.astype(np.float64)
-    scale = atol + rtol * np.abs(y64)
+    with np.errstate(over="ignore"):          # rtol ≥ 1 near the largest float: scale inf
+        scale = atol + rtol * np.abs(y64)
     cols = slice(None) if mask is None else mask
     d0 = _rms(_scaled(y64, scale)[:, cols])
     d1 = _rms(_scaled(f64, scale)[:, cols])
@@ -381,7 +383,8 @@ def integrate_fixed(ev, y0, t_out, tab, step_size, on_step=None, jump=None):
             t_new = t_out[i] if k == n - 1 else t + h
             tt, hh, tn = np.full(B, t), np.full(B, h), np.full(B, t_new)
             k1 = ev(tt, y, every_row)
-            y_start, y = y, rk_step(ev, tt, y, hh, tn, k1, tab, K, every_row)
+            with np.errstate(over="ignore", invalid="ignore"):   # detected just below
+                y_start, y = y, rk_step(ev, tt, y, hh, tn, k1, tab, K, every_row)
             n_done += 1
             nfev = np.full(B, tab.n_stages * n_done)
             _raise_if_nonfinite(np.concatenate([y, K.transpose(1, 0, 2).reshape(B, -1)], 1),
@@ -736,6 +739,36 @@ def check_tolerances(rtol, atol, D, name="rtol/atol"):
                       f"(even in sign); use {which} < 1, e.g. 1e-3 for about 3 digits (the "
                       "default is 1e-7)", UserWarning, stacklevel=_user_stacklevel())
     return rtol_f, (float(atol_a) if atol_a.ndim == 0 else atol_a)
+
+
+#: A tolerance below this fraction of the rounding error of y0 (ε·|y0|) is refused: the error
+#: estimate of a step is itself rounded at about ε·|f|·h, so steps shrink until they no longer
+#: move t in any reasonable number (y0 = [1e150, 0], y' = [0, y₀], rtol = 0, atol = 1e-9 took
+#: steps of 3e-142 until max_num_steps, a minute on the NumPy path).
+ROUNDING_FRACTION = 0.01
+
+
+def check_attainable(rtol, atol, y):
+    """Refuse tolerances that ask for errors far below the rounding error of y0.
+
+    Raises
+    ------
+    ValueError
+        If ``atol + rtol·|y0|`` is below ``ROUNDING_FRACTION · ε · |y0|`` in some component
+        (ε of y0's dtype); the message names the component and the smallest usable atol.
+    """
+    eps = np.finfo(y.dtype).eps
+    y_abs = np.abs(y.astype(np.float64))
+    with np.errstate(over="ignore"):          # rtol ≥ 1 with |y0| near the largest float
+        short = np.broadcast_to(atol, y.shape) + rtol * y_abs < ROUNDING_FRACTION * eps * y_abs
+    if np.any(short):
+        b, i = np.unravel_index(int(np.argmax(short)), y.shape)
+        where = f"y0[{b}, {i}]" if y.shape[0] > 1 else f"component {i} of y0"
+        raise ValueError(
+            f"rtol/atol: rtol={rtol!r} and atol={atol!r} ask for errors far below the rounding "
+            f"error of {where} = {y[b, i]!r} (ε·|y0| = {eps * y_abs[b, i]:.3g} in {y.dtype}), "
+            f"which no step size can meet; use rtol >= {100 * eps:.1e} (relative control) or "
+            f"atol >= {eps * y_abs[b, i]:.3g} there")
 
 
 def _user_stacklevel():
@@ -1172,6 +1205,8 @@ def _odeint(f, y0, t, method, rtol, atol, options, backend, norm_mask=None):
     squeeze = y.ndim == 1
     yb = y[None] if squeeze else y
     rtol, atol = check_tolerances(rtol, atol, yb.shape[1])
+    if not on_device:
+        check_attainable(rtol, atol, yb)
     opts = check_options(options, tab)
     check_field_width(f, yb.shape[1])
     check_step_count(t_arr, opts)
