@@ -67,7 +67,7 @@ from numpy.typing import ArrayLike
 from .backward import adjoint_solve
 from .checkpoint import checkpoint_pass
 from .discrete import discrete_pass
-from .errors import AdjointReconstructionWarning
+from .errors import AdjointReconstructionWarning, NonFiniteError
 from .forward_sensitivity import sensitivity_solve, sensitivity_vjp
 from .protocol import VectorField, n_params, require
 from .solvers import (SolveInfo, _odeint, _scaled, batch_field, check_attainable,
@@ -247,6 +247,7 @@ def odeint_adjoint(f: VectorField, y0: ArrayLike, t: ArrayLike, method: str = "d
     if not is_device_array(ys_out):
         ys_out = ys_out.copy()       # the user's copy: editing it cannot change the gradient
     tab = get_tableau(method)
+    t_arr0 = float(check_times(t)[0])
     params_at_solve = np.array(getattr(f, "params", np.zeros(0)), copy=True)
 
     def vjp(grad_ys):
@@ -259,7 +260,11 @@ def odeint_adjoint(f: VectorField, y0: ArrayLike, t: ArrayLike, method: str = "d
         else:
             g = check_grad_ys(grad_ys, ys_out.shape, ys.dtype)
         gb = g[:, None] if squeeze else g
-        a, a_theta, dLdt, stats = backward(gb)
+        # A gradient beyond the largest float (y0 = [1.7e308, 0], dL/dθ = ∫ a y dt) overflows
+        # in the quadratures: detected below as a NonFiniteError, not numpy's warning.
+        with np.errstate(over="ignore", invalid="ignore"):
+            a, a_theta, dLdt, stats = backward(gb)
+        _raise_if_gradient_nonfinite(a, a_theta, dLdt, t_arr0, stats)
         if squeeze:
             a = a[0]
             stats = {k: int(v[0]) for k, v in stats.items()}
@@ -268,6 +273,18 @@ def odeint_adjoint(f: VectorField, y0: ArrayLike, t: ArrayLike, method: str = "d
                                 forward_info=forward_info, method=adjoint_method)
 
     return ys_out, vjp
+
+
+def _raise_if_gradient_nonfinite(a, a_theta, dLdt, t0, stats):
+    """NonFiniteError naming the part of the gradient that is NaN/inf (host arrays only)."""
+    parts = (("dL/dy0", a), ("dL/dθ", a_theta), ("dL/dt", dLdt))
+    bad = [name for name, x in parts if x is not None and isinstance(x, np.ndarray)
+           and not np.all(np.isfinite(x))]
+    if bad:
+        nfev = int(np.max(stats["nfev"])) if "nfev" in stats else 0
+        raise NonFiniteError(f"The gradient {', '.join(bad)} is not finite (it overflows the "
+                             "largest float: the state or dL/dys is too large; rescale the "
+                             "problem)", t0, 0.0, nfev)
 
 
 def _check_device_grad(grad_ys, ys):
