@@ -23,7 +23,6 @@ settings.register_profile("ci", derandomize=True, print_blob=True)
 # ``--hypothesis-profile=thorough``); with ``CI`` set it draws the same examples every time.
 settings.register_profile("thorough", max_examples=5000, deadline=None, print_blob=True,
                           derandomize=bool(os.environ.get("CI")))
-settings.register_profile("explore", max_examples=1000, deadline=None, print_blob=True)
 if os.environ.get("HYPOTHESIS_PROFILE"):
     settings.load_profile(os.environ["HYPOTHESIS_PROFILE"])
 elif os.environ.get("CI"):
