@@ -486,7 +486,11 @@ def integrate_adaptive(ev, y0, t_out, tab, rtol, atol, first_step=None,
         # Clip the step so it lands exactly on t_end, or with jumps on the next output time
         # (never evaluate f beyond it).
         t_stop = t_out[np.minimum(nxt[active], T - 1)] if jump is not None else t_end
-        last = direction * ha >= direction * (t_stop - ta)
+        # A step whose end rounds onto t_stop lands there too (t = [..., 0.96875, 0.96975]
+        # backward with first_step = 0.001: 0.96975 − 0.001 is 0.96875 exactly, though the
+        # interval is 0.0010000000000000009); unflagged, its jump (dL/dy(t_i)) was skipped.
+        last = (direction * ha >= direction * (t_stop - ta)) \
+            | (direction * (ta + ha) >= direction * t_stop)
         # Any other step below a few ulps of t cannot move t (accepted or not): give up.
         under = ~last & (np.abs(ha) < min_step(ta))
         if np.any(under):

@@ -987,3 +987,25 @@ def test_gradient_beyond_the_largest_float_is_a_nonfinite_error():
     g[-1, 2] = 1.0
     with pytest.raises(pyode.NonFiniteError, match="The gradient dL/dθ is not finite"):
         vjp(g)
+
+
+@pytest.mark.parametrize("adjoint_method", ["backsolve", "checkpoint"])
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_a_backward_step_that_rounds_onto_an_output_time_still_adds_its_gradient(
+        adjoint_method, backend):
+    # f ≡ 0, so dL/dy0 = Σ g_i = 1 for L = y(t_5). Backward from t_6 = 0.96975 with
+    # first_step = 0.001, the step end 0.96975 − 0.001 rounds onto t_5 = 0.96875 although the
+    # interval is 0.0010000000000000009: the step was not flagged as landing there, so g_5
+    # was never added and the NumPy path returned dL/dy0 = 0 (silently).
+    t = np.array([0.0, 0.5, 0.75, 0.875, 0.9375, 0.96875, 0.96975])
+    if backend == "numba":
+        f = nn.Sequential(nn.Linear(1, 1), seed=0)
+        f.params[:] = 0.0
+    else:
+        f = LinearField(np.zeros((1, 1)))
+    ys, vjp = odeint_adjoint(f, np.array([0.0]), t, method="bosh3", rtol=1e-6,
+                             options={"first_step": 0.001}, adjoint_method=adjoint_method,
+                             backend=backend)
+    g = np.zeros_like(ys)
+    g[5] = 1.0
+    np.testing.assert_allclose(vjp(g).y0, [1.0], rtol=1e-12)
