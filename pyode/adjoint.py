@@ -67,13 +67,14 @@ from numpy.typing import ArrayLike
 from .backward import adjoint_solve
 from .checkpoint import checkpoint_pass
 from .discrete import discrete_pass
-from .errors import AdjointReconstructionWarning
+from .errors import AdjointReconstructionWarning, NonFiniteError
 from .forward_sensitivity import sensitivity_solve, sensitivity_vjp
 from .protocol import VectorField, n_params, require
 from .protocol import row_args
-from .solvers import (SolveInfo, _odeint, batch_field, check_args, check_field_width,
-                      check_options, check_step_count, check_times, check_tolerances, check_y0,
-                      integrate, is_device_array, kernel_module, keyword_names)
+from .solvers import (SolveInfo, _odeint, _scaled, batch_field, check_args, check_attainable,
+                      check_field_width, check_options, check_step_count, check_times,
+                      check_tolerances, check_y0, integrate, is_device_array, kernel_module,
+                      keyword_names)
 from .suggest import adjoint_method_hint, unknown_keywords_error
 from .tableaus import get_tableau
 from .trajectory import StepRecorder
@@ -257,6 +258,7 @@ def odeint_adjoint(f: VectorField, y0: ArrayLike, t: ArrayLike, method: str = "d
     if not is_device_array(ys_out):
         ys_out = ys_out.copy()       # the user's copy: editing it cannot change the gradient
     tab = get_tableau(method)
+    t_arr0 = float(check_times(t)[0])
     params_at_solve = np.array(getattr(f, "params", np.zeros(0)), copy=True)
 
     def vjp(grad_ys):
@@ -267,14 +269,13 @@ def odeint_adjoint(f: VectorField, y0: ArrayLike, t: ArrayLike, method: str = "d
         if is_device_array(grad_ys) or is_device_array(ys):
             g = _check_device_grad(grad_ys, ys_out)
         else:
-            g = np.asarray(grad_ys, dtype=ys.dtype)
-            if g.shape != ys_out.shape:
-                raise ValueError(f"grad_ys must have the shape of ys {ys_out.shape}, "
-                                 f"got {g.shape}")
-            if not np.all(np.isfinite(g)):
-                raise ValueError("grad_ys contains NaN or inf")
+            g = check_grad_ys(grad_ys, ys_out.shape, ys.dtype)
         gb = g[:, None] if squeeze else g
-        a, a_theta, dLdt, stats = backward(gb)
+        # A gradient beyond the largest float (y0 = [1.7e308, 0], dL/dθ = ∫ a y dt) overflows
+        # in the quadratures: detected below as a NonFiniteError, not numpy's warning.
+        with np.errstate(over="ignore", invalid="ignore"):
+            a, a_theta, dLdt, stats = backward(gb)
+        _raise_if_gradient_nonfinite(a, a_theta, dLdt, t_arr0, stats)
         if squeeze:
             a = a[0]
             stats = {k: int(v[0]) for k, v in stats.items()}
@@ -285,6 +286,18 @@ def odeint_adjoint(f: VectorField, y0: ArrayLike, t: ArrayLike, method: str = "d
     return ys_out, vjp
 
 
+def _raise_if_gradient_nonfinite(a, a_theta, dLdt, t0, stats):
+    """NonFiniteError naming the part of the gradient that is NaN/inf (host arrays only)."""
+    parts = (("dL/dy0", a), ("dL/dθ", a_theta), ("dL/dt", dLdt))
+    bad = [name for name, x in parts if x is not None and isinstance(x, np.ndarray)
+           and not np.all(np.isfinite(x))]
+    if bad:
+        nfev = int(np.max(stats["nfev"])) if "nfev" in stats else 0
+        raise NonFiniteError(f"The gradient {', '.join(bad)} is not finite (it overflows the "
+                             "largest float: the state or dL/dys is too large; rescale the "
+                             "problem)", t0, 0.0, nfev)
+
+
 def _check_device_grad(grad_ys, ys):
     """grad_ys for a CUDA forward solve: a device or host array of the shape of ys. Device
     values stay on the device and are not inspected."""
@@ -293,9 +306,35 @@ def _check_device_grad(grad_ys, ys):
                          f"got {tuple(grad_ys.shape)}")
     if is_device_array(grad_ys):
         return grad_ys
-    g = np.asarray(grad_ys, dtype=ys.dtype)
+    return check_grad_ys(grad_ys, tuple(ys.shape), np.dtype(ys.dtype))
+
+
+def check_grad_ys(grad_ys, shape, dtype):
+    """Validate the cotangent dL/dys handed to ``vjp``: real, finite, of the shape of ys.
+
+    Raises
+    ------
+    ValueError
+        A ragged sequence, another shape, NaN/inf (or values beyond the range of ``dtype``).
+    TypeError
+        Complex, object or string values (complex ones are not silently made real).
+    """
+    try:
+        raw = np.asarray(grad_ys)
+    except ValueError:                        # numpy's "inhomogeneous shape"
+        raise ValueError(f"grad_ys must be an array of the shape of ys {shape} (dL/dys), got "
+                         "a ragged (nested) sequence") from None
+    if raw.dtype.kind not in "biuf":
+        fix = (": pass the real part if the imaginary one is zero" if raw.dtype.kind == "c"
+               else "")
+        raise TypeError(f"grad_ys must hold real numbers (dL/dys, the shape of ys {shape}), "
+                        f"got dtype {raw.dtype}{fix}")
+    if raw.shape != tuple(shape):
+        raise ValueError(f"grad_ys must have the shape of ys {tuple(shape)}, got {raw.shape}")
+    with np.errstate(over="ignore"):
+        g = raw.astype(dtype)
     if not np.all(np.isfinite(g)):
-        raise ValueError("grad_ys contains NaN or inf")
+        raise ValueError(f"grad_ys contains NaN or inf (or values beyond the range of {dtype})")
     return g
 
 
@@ -451,6 +490,7 @@ def _check_problem(f, y0, t, method, rtol, atol, options):
     squeeze = y.ndim == 1
     yb = y[None] if squeeze else y
     rtol, atol = check_tolerances(rtol, atol, yb.shape[1])
+    check_attainable(rtol, atol, yb)
     opts = check_options(options, tab)
     check_field_width(f, yb.shape[1])
     check_step_count(t_arr, opts)
@@ -544,5 +584,8 @@ def backward_pass(f, yb, gb, t, tab, rtol, atol, opts, squeeze, norm_mask=None,
     # The z integrated backward at t_{T-2}, …, t_0 (before each restart) against the forward y.
     atol_z = atol if np.ndim(atol) == 0 else np.asarray(atol)[:D]
     z_back, y_fwd = states[1:, :, :D], yb[::-1][1:]
-    gap = np.abs(z_back - y_fwd) / (atol_z + rtol * np.abs(y_fwd))
+    # As in the error norm, a component with atol + rtol·|y| = 0 (atol = 0, y = 0) has nothing
+    # to measure against: it counts 0, not a division by zero.
+    with np.errstate(over="ignore", invalid="ignore"):
+        gap = _scaled(np.abs(z_back - y_fwd), atol_z + rtol * np.abs(y_fwd))
     return a, a_theta, dLdt, stats, gap.max(axis=(0, 2))

@@ -156,18 +156,39 @@ def error_norm(err, y, y_new, rtol, atol, mask=None):
     -------
     ndarray, shape (n,)
     """
-    scale = atol + rtol * np.maximum(np.abs(y), np.abs(y_new))
+    with np.errstate(over="ignore"):          # rtol ≥ 1 near the largest float: scale inf
+        scale = atol + rtol * np.maximum(np.abs(y), np.abs(y_new))
     ratio = _scaled(err, scale)
     if mask is not None:
         ratio = ratio[:, mask]
-    return np.sqrt(np.mean(np.square(ratio), axis=1))
+    return _rms(ratio)
+
+
+def _rms(ratio):
+    """sqrt(mean(ratio², axis=1)) per row, without overflow.
+
+    A huge component against a small atol (y0 = [1e150, 0] and atol = 1e-9: ratios of 1e159)
+    overflows the squares although the norm itself is finite; such rows are rescaled by their
+    largest entry first. Other rows keep the plain formula (and its rounding). Rows with
+    NaN/inf stay non-finite.
+    """
+    with np.errstate(over="ignore"):
+        out = np.sqrt(np.mean(np.square(ratio), axis=1))
+    big = np.isinf(out) & np.all(np.isfinite(ratio), axis=1)
+    if np.any(big):
+        r = ratio[big]
+        m = np.max(np.abs(r), axis=1, keepdims=True)
+        out[big] = m[:, 0] * np.sqrt(np.mean(np.square(r / m), axis=1))
+    return out
 
 
 def _scaled(x, scale):
     """x / scale, with 0 where scale is 0 (pure relative control, atol = 0, on a zero
-    component: nothing to control there)."""
-    return np.divide(x, scale, out=np.zeros(np.shape(x), dtype=np.result_type(x, scale)),
-                     where=np.broadcast_to(scale > 0, np.shape(x)))
+    component: nothing to control there), and inf where the quotient overflows (a subnormal
+    scale: atol = 0 and |y| ~ 1e-309); the callers treat an infinite ratio as a failed test."""
+    with np.errstate(over="ignore"):
+        return np.divide(x, scale, out=np.zeros(np.shape(x), dtype=np.result_type(x, scale)),
+                         where=np.broadcast_to(scale > 0, np.shape(x)))
 
 
 def step_factor(err_norm, error_order, accepted, after_rejection=False):
@@ -215,17 +236,18 @@ def initial_step(ev, t0, y0, f0, t_end, error_order, rtol, atol, mask=None, rows
     span = np.abs(t_end - t0)
     direction = np.sign(t_end - t0)
     y64, f64 = y0.astype(np.float64), f0.astype(np.float64)
-    scale = atol + rtol * np.abs(y64)
+    with np.errstate(over="ignore"):          # rtol ≥ 1 near the largest float: scale inf
+        scale = atol + rtol * np.abs(y64)
     cols = slice(None) if mask is None else mask
-    d0 = np.sqrt(np.mean(np.square(_scaled(y64, scale))[:, cols], axis=1))
-    d1 = np.sqrt(np.mean(np.square(_scaled(f64, scale))[:, cols], axis=1))
+    d0 = _rms(_scaled(y64, scale)[:, cols])
+    d1 = _rms(_scaled(f64, scale)[:, cols])
     small = (d0 < 1e-5) | (d1 < 1e-5)
     h0 = np.where(small, 1e-6, 0.01 * d0 / np.where(small, 1.0, d1))
-    h0 = np.minimum(h0, span)
+    h0 = np.minimum(np.where(h0 > 0, h0, 1e-6), span)     # d1 = inf (an overflowing ratio)
     y1 = y0 + (direction * h0).astype(y0.dtype)[:, None] * f0
     with np.errstate(over="ignore", invalid="ignore"):
         f1 = ev(t0 + direction * h0, y1, np.arange(y0.shape[0]) if rows is None else rows)
-        d2 = np.sqrt(np.mean(np.square(_scaled(f1 - f64, scale))[:, cols], axis=1)) / h0
+        d2 = _rms(_scaled(f1 - f64, scale)[:, cols]) / h0
     dmax = np.maximum(d1, d2)
     tiny = dmax <= 1e-15
     h1 = np.where(tiny, np.maximum(1e-6, h0 * 1e-3),
@@ -397,7 +419,8 @@ def integrate_fixed(ev, y0, t_out, tab, step_size, on_step=None, jump=None):
             t_new = t_out[i] if k == n - 1 else t + h
             tt, hh, tn = np.full(B, t), np.full(B, h), np.full(B, t_new)
             k1 = ev(tt, y, every_row)
-            y_start, y = y, rk_step(ev, tt, y, hh, tn, k1, tab, K, every_row)
+            with np.errstate(over="ignore", invalid="ignore"):   # detected just below
+                y_start, y = y, rk_step(ev, tt, y, hh, tn, k1, tab, K, every_row)
             n_done += 1
             nfev = np.full(B, tab.n_stages * n_done)
             _raise_if_nonfinite(np.concatenate([y, K.transpose(1, 0, 2).reshape(B, -1)], 1),
@@ -499,7 +522,11 @@ def integrate_adaptive(ev, y0, t_out, tab, rtol, atol, first_step=None,
         # Clip the step so it lands exactly on t_end, or with jumps on the next output time
         # (never evaluate f beyond it).
         t_stop = t_out[np.minimum(nxt[active], T - 1)] if jump is not None else t_end
-        last = direction * ha >= direction * (t_stop - ta)
+        # A step whose end rounds onto t_stop lands there too (t = [..., 0.96875, 0.96975]
+        # backward with first_step = 0.001: 0.96975 − 0.001 is 0.96875 exactly, though the
+        # interval is 0.0010000000000000009); unflagged, its jump (dL/dy(t_i)) was skipped.
+        last = (direction * ha >= direction * (t_stop - ta)) \
+            | (direction * (ta + ha) >= direction * t_stop)
         # Any other step below a few ulps of t cannot move t (accepted or not): give up.
         under = ~last & (np.abs(ha) < min_step(ta))
         if np.any(under):
@@ -732,11 +759,13 @@ def check_tolerances(rtol, atol, D, name="rtol/atol"):
     An rtol ≥ 1 is accepted with a ``UserWarning`` (it makes the error test meaningless).
     """
     rtol_f = _real_number(rtol, "rtol" if name == "rtol/atol" else "adjoint_rtol")
-    if not isinstance(atol, (list, tuple, np.ndarray)):
-        _real_number(atol, "atol" if name == "rtol/atol" else "adjoint_atol")
-    atol_a = np.asarray(atol, dtype=np.float64)
+    atol_name = "atol" if name == "rtol/atol" else "adjoint_atol"
+    if isinstance(atol, (list, tuple, np.ndarray)):
+        atol_a = _real_array(atol, atol_name, f"a float or an array of shape ({D},)")
+    else:
+        atol_a = np.asarray(_real_number(atol, atol_name))
     if atol_a.ndim > 1 or (atol_a.ndim == 1 and atol_a.shape[0] != D):
-        raise ValueError(f"atol must be a float or an array of shape ({D},), "
+        raise ValueError(f"{atol_name} must be a float or an array of shape ({D},), "
                          f"got shape {atol_a.shape}")
     if not np.isfinite(rtol_f) or rtol_f < 0 or np.any(~np.isfinite(atol_a)) \
             or np.any(atol_a < 0):
@@ -753,6 +782,36 @@ def check_tolerances(rtol, atol, D, name="rtol/atol"):
                       f"(even in sign); use {which} < 1, e.g. 1e-3 for about 3 digits (the "
                       "default is 1e-7)", UserWarning, stacklevel=_user_stacklevel())
     return rtol_f, (float(atol_a) if atol_a.ndim == 0 else atol_a)
+
+
+#: A tolerance below this fraction of the rounding error of y0 (ε·|y0|) is refused: the error
+#: estimate of a step is itself rounded at about ε·|f|·h, so steps shrink until they no longer
+#: move t in any reasonable number (y0 = [1e150, 0], y' = [0, y₀], rtol = 0, atol = 1e-9 took
+#: steps of 3e-142 until max_num_steps, a minute on the NumPy path).
+ROUNDING_FRACTION = 0.01
+
+
+def check_attainable(rtol, atol, y):
+    """Refuse tolerances that ask for errors far below the rounding error of y0.
+
+    Raises
+    ------
+    ValueError
+        If ``atol + rtol·|y0|`` is below ``ROUNDING_FRACTION · ε · |y0|`` in some component
+        (ε of y0's dtype); the message names the component and the smallest usable atol.
+    """
+    eps = np.finfo(y.dtype).eps
+    y_abs = np.abs(y.astype(np.float64))
+    with np.errstate(over="ignore"):          # rtol ≥ 1 with |y0| near the largest float
+        short = np.broadcast_to(atol, y.shape) + rtol * y_abs < ROUNDING_FRACTION * eps * y_abs
+    if np.any(short):
+        b, i = np.unravel_index(int(np.argmax(short)), y.shape)
+        where = f"y0[{b}, {i}]" if y.shape[0] > 1 else f"component {i} of y0"
+        raise ValueError(
+            f"rtol/atol: rtol={rtol!r} and atol={atol!r} ask for errors far below the rounding "
+            f"error of {where} = {y[b, i]!r} (ε·|y0| = {eps * y_abs[b, i]:.3g} in {y.dtype}), "
+            f"which no step size can meet; use rtol >= {100 * eps:.1e} (relative control) or "
+            f"atol >= {eps * y_abs[b, i]:.3g} there")
 
 
 def _user_stacklevel():
@@ -819,6 +878,20 @@ def _real_number(value, name):
         raise TypeError(f"{name} must be a real number, got {value!r} "
                         f"({type(value).__name__})")
     return float(value)
+
+
+def _real_array(value, name, want):
+    """``value`` (a list, tuple or ndarray) as a float64 array; ValueError for a ragged
+    sequence and TypeError for values that are not real numbers, both naming ``name``."""
+    try:
+        raw = np.asarray(value)
+    except ValueError:                        # numpy's "inhomogeneous shape"
+        raise ValueError(f"{name} must be {want}, got a ragged (nested) sequence "
+                         f"{_shorten(repr(value))}") from None
+    if raw.dtype.kind not in "iuf":
+        raise TypeError(f"{name} must be {want} of real numbers, got dtype {raw.dtype} "
+                        f"({_shorten(repr(value))})")
+    return raw.astype(np.float64)
 
 
 def fixed_step_counts(t_out, step_size):
@@ -1230,6 +1303,8 @@ def _odeint(f, y0, t, method, rtol, atol, options, backend, norm_mask=None, args
     squeeze = y.ndim == 1
     yb = y[None] if squeeze else y
     rtol, atol = check_tolerances(rtol, atol, yb.shape[1])
+    if not on_device:
+        check_attainable(rtol, atol, yb)
     opts = check_options(options, tab)
     check_field_width(f, yb.shape[1])
     check_step_count(t_arr, opts)
