@@ -1,10 +1,9 @@
 """Per-trajectory Runge–Kutta integration and adjoints, shared by the CPU and CUDA kernels.
 
-The per-sample routines (``register_jitable``: compiled into whichever kernel calls them) mirror
-``pyode.solvers.integrate_adaptive`` / ``integrate_fixed``, ``pyode.adjoint.backward_pass`` and
-``pyode.checkpoint.checkpoint_pass`` step for step — same stage loop, error norm, controller,
-dense output and failure checks — so the tests can hold them to the readable NumPy path at
-1e-10. The CPU batch kernels below are serial loops over a range of samples, run on several
+The per-sample drivers here (``register_jitable``: compiled into whichever kernel calls them)
+put together the step formulas of ``kernels.step`` — stage inputs, error norm, controller,
+starting step, dense output, bisection toward a failure — which the batch driver for Python
+fields (``pyode.solvers.integrate_adaptive``) uses too: each formula is written once. The CPU batch kernels below are serial loops over a range of samples, run on several
 Python threads at once by ``pyode.backends.numba_cpu.run_kernel``; ``kernels.cuda`` runs one
 sample per GPU thread. Samples share nothing but the read-only parameters: that is
 per-sample step control.
@@ -26,67 +25,29 @@ Argument groups
 net : ``ops, opf, theta`` — the op table of ``kernels.mlp`` and the flat parameters (P,).
 tab : (s, s + 7) array, the Butcher tableau packed by columns: ``c | A | b | b_err | P``
       (P is the (s, 4) dense-output matrix of ``pyode.tableaus``).
-cst : 1-D array of the working dtype holding every number the hot loop uses (indices C_*
-      below): tolerances, controller constants, and plain 0, 1, 3. Taking them from a typed
-      array instead of Python literals keeps float32 kernels in float32 arithmetic.
+cst : 1-D array of the working dtype holding every number the hot loop uses (named slots C_*
+      of ``kernels.numbers``): tolerances, controller constants, the error norm's parts, and
+      plain 0, 1, 3. Taking them from a typed array instead of Python literals keeps float32
+      kernels in float32 arithmetic.
 atol : (W,) absolute tolerance per state component.
 """
-import math
-
 import numpy as np
 from numba import njit
 from numba.core.extending import register_jitable
 
-from .codes import (AUGMENTED, BISECT_STEPS, CHECKPOINT, FORWARD, MAX_FACTOR,  # noqa: F401
-                    MIN_FACTOR, NONFINITE, OK, SAFETY, TOO_MANY, UNDERFLOW, UNDERFLOW_ULPS)
-from .mlp import C_ONE, C_THREE, C_ZERO, mlp_forward, mlp_vjp
-
-# Layout of ``cst`` (C_ZERO = 0, C_ONE = 1, C_THREE = 2 are kernels.mlp's).
-(C_RTOL, C_FIRST_STEP, C_MAX_STEPS, C_EXPONENT, C_INV_ORDER, C_N_NORM, C_FSAL, C_STEP_SIZE,
- C_SAFETY, C_MIN_FACTOR, C_MAX_FACTOR, C_ERR_FLOOR, C_ULP_EPS, C_ULP_TINY, C_H_SMALL, C_H_DEFAULT,
- C_CENTI, C_HUNDRED, C_D_TINY, C_MILLI, C_FIXED_SHRINK, C_HALF) = range(3, 25)
-N_CONSTANTS = 25
+from .codes import (AUGMENTED, CHECKPOINT, FORWARD, NONFINITE, OK, TOO_MANY,  # noqa: F401
+                    UNDERFLOW)
+from .mlp import mlp_forward, mlp_vjp
+from .numbers import (C_FIRST_STEP, C_FSAL, C_MAX_STEPS, C_ONE, C_RTOL, C_STEP_SIZE,  # noqa: F401
+                      C_THREE, C_ZERO, N_CONSTANTS, constants, pack_tableau)
+from .step import (all_finite, combine, dense_point, emit_outputs, fixed_step_count,
+                   initial_step_choice, initial_step_probe, judge_step, min_step, stage_time)
 
 #: The mode of a right-hand side that is the field alone, known when Numba compiles (``rhs``):
 #: with None, Numba prunes the adjoint's branches, which FORWARD (a number) keeps and skips at
 #: run time. The CPU kernels pass it wherever only f is evaluated (their forward solves, g·f,
 #: the checkpoint replay): forward_batch then compiles in about 2/3 of the time.
 FIELD_ONLY = None
-
-
-def constants(dtype, tab, rtol, opts, n_norm):
-    """The ``cst`` array for one call (module docstring)."""
-    info = np.finfo(dtype)
-    q = tab.error_order or 1
-    cst = np.zeros(N_CONSTANTS, dtype=dtype)
-    cst[C_ZERO], cst[C_ONE], cst[2] = 0.0, 1.0, 3.0
-    cst[C_RTOL] = rtol
-    cst[C_FIRST_STEP] = opts.get("first_step") or 0.0
-    cst[C_MAX_STEPS] = opts.get("max_num_steps", 0)
-    cst[C_EXPONENT] = -1.0 / (q + 1)              # step factor ∝ ‖err‖^(−1/(q+1))
-    cst[C_INV_ORDER] = 1.0 / (q + 1)
-    cst[C_N_NORM] = n_norm
-    cst[C_FSAL] = 1.0 if tab.fsal else 0.0
-    cst[C_STEP_SIZE] = opts.get("step_size", 0.0)
-    cst[C_SAFETY], cst[C_MIN_FACTOR], cst[C_MAX_FACTOR] = SAFETY, MIN_FACTOR, MAX_FACTOR
-    # As pyode.solvers: the error floor of step_factor and min_step = 10(ε|t| + tiny).
-    cst[C_ERR_FLOOR] = 1e-300 if dtype == np.float64 else info.tiny
-    cst[C_ULP_EPS] = UNDERFLOW_ULPS * info.eps
-    cst[C_ULP_TINY] = UNDERFLOW_ULPS * info.tiny
-    # Hairer's initial step (pyode.solvers.initial_step).
-    cst[C_H_SMALL], cst[C_H_DEFAULT], cst[C_CENTI] = 1e-5, 1e-6, 0.01
-    cst[C_HUNDRED], cst[C_D_TINY], cst[C_MILLI] = 100.0, 1e-15, 1e-3
-    cst[C_FIXED_SHRINK] = 1.0 - 1e-12 if dtype == np.float64 else 1.0 - 4 * info.eps
-    cst[C_HALF] = 0.5                             # bisection towards a non-finite stage
-    return cst
-
-
-def pack_tableau(tab, dtype):
-    """(s, s + 7) array ``c | A | b | b_err | P`` of the working dtype."""
-    s = tab.n_stages
-    b_err = tab.b_err if tab.b_err is not None else np.zeros(s)
-    P = tab.P if tab.P is not None else np.zeros((s, 4))
-    return np.ascontiguousarray(np.column_stack([tab.c, tab.A, tab.b, b_err, P]), dtype=dtype)
 
 
 @register_jitable
@@ -145,116 +106,48 @@ def _n_dynamic(mode, D, W):
 
 
 @register_jitable
-def _all_finite(x):
-    for v in x:
-        if not math.isfinite(v):
-            return False
-    return True
-
-
-@register_jitable
-def _sq_scaled(x, scale, cst):
-    """(x / scale)², 0 where scale is 0 (as ``pyode.solvers._scaled``)."""
-    if scale > cst[C_ZERO]:
-        r = x / scale
-        return r * r
-    return cst[C_ZERO]
-
-
-@register_jitable
-def _rms_scaled(x, y, atol, cst, n):
-    """sqrt(mean((x / (atol + rtol|y|))²)) over the first n components."""
-    acc = cst[C_ZERO]
-    for j in range(n):
-        acc += _sq_scaled(x[j], atol[j] + cst[C_RTOL] * abs(y[j]), cst)
-    return math.sqrt(acc / cst[C_N_NORM])
-
-
-@register_jitable
 def initial_step(mode, ops, opf, theta, D, t0, t_end, y, f0, tmp, ftmp, atol, acts, gbuf, cst,
                  ctx=None):
-    """Hairer's starting step (HNW I, §II.4), as ``pyode.solvers.initial_step``."""
-    n = int(cst[C_N_NORM])
-    one = cst[C_ONE]
+    """Hairer's starting step (HNW I, §II.4, p. 169): ``kernels.step``'s two halves around
+    the one probe evaluation of the field."""
     span = abs(t_end - t0)
-    direction = one if t_end > t0 else -one
-    d0 = _rms_scaled(y, y, atol, cst, n)
-    d1 = _rms_scaled(f0, y, atol, cst, n)
-    if d0 < cst[C_H_SMALL] or d1 < cst[C_H_SMALL]:
-        h0 = cst[C_H_DEFAULT]
-    else:
-        h0 = cst[C_CENTI] * d0 / d1
-    h0 = min(h0, span)
-    for j in range(y.shape[0]):
-        tmp[j] = y[j] + direction * h0 * f0[j]
+    direction = cst[C_ONE] if t_end > t0 else -cst[C_ONE]
+    h0, d1 = initial_step_probe(y, f0, atol, span, direction, tmp, cst)
     rhs(mode, ops, opf, theta, D, t0 + direction * h0, tmp, ftmp, acts, gbuf, cst, ctx)
-    acc = cst[C_ZERO]
-    for j in range(n):
-        acc += _sq_scaled(ftmp[j] - f0[j], atol[j] + cst[C_RTOL] * abs(y[j]), cst)
-    d2 = math.sqrt(acc / cst[C_N_NORM]) / h0
-    dmax = max(d1, d2)
-    if dmax <= cst[C_D_TINY]:
-        h1 = max(cst[C_H_DEFAULT], h0 * cst[C_MILLI])
-    else:
-        h1 = (cst[C_CENTI] / dmax) ** cst[C_INV_ORDER]
-    h = min(min(cst[C_HUNDRED] * h0, h1), span)
-    if not (math.isfinite(h) and h > cst[C_ZERO]):
-        h = h0
-    if not (math.isfinite(h) and h > cst[C_ZERO]):
-        h = min(cst[C_H_DEFAULT], span)
-    # A guess below the step floor (10 ulps of t0) is raised to it, as the NumPy path does.
-    return min(max(h, cst[C_ULP_EPS] * abs(t0) + cst[C_ULP_TINY]), span)
+    return initial_step_choice(y, f0, ftmp, tmp, atol, h0, d1, t0, span, cst)
 
 
 @register_jitable
 def rk_step(mode, ops, opf, theta, D, tab, t, y, h, t_new, K, y_new, n_dyn, fsal, acts, gbuf,
             cst, ctx=None):
-    """One explicit Runge–Kutta step, ``pyode.solvers.rk_step`` (HNW I, §II.1, eq. (1.8)).
+    """One explicit Runge–Kutta step (HNW I, §II.1, eq. (1.8)): the stage loop.
 
-    ``K`` (s, W) holds k1 = f(t, y) in row 0 on entry; rows 1 … s−1 receive the stages and
-    ``y_new`` (W,) the end of the step: with FSAL the last stage input (so that K[s − 1] =
-    f(t_new, y_new)), else y + h Σ_m b_m K_m. Only the first ``n_dyn`` components feed back
-    into the field (for the adjoints: not the quadratures a_θ, a_t), so intermediate stage
-    inputs skip the rest.
+    ``K`` (s, W) holds k1 = f(t, y) in row 0 on entry; rows 1 … s−1 receive the stages
+    Kᵢ = f(t + cᵢh, y + h Σ_{m<i} A_im K_m) and ``y_new`` (W,) the end of the step: with FSAL
+    the last stage input (so that K[s − 1] = f(t_new, y_new)), else y + h Σ_m b_m K_m. Only
+    the first ``n_dyn`` components feed back into the field (for the adjoints: not the
+    quadratures a_θ, a_t), so intermediate stage inputs skip the rest.
     """
-    zero, one = cst[C_ZERO], cst[C_ONE]
     W = y.shape[0]
     s = tab.shape[0]
     c, A, b = tab[:, 0], tab[:, 1:s + 1], tab[:, s + 1]
     for i in range(1, s):
-        n_j = W if (fsal and i == s - 1) else n_dyn
-        for j in range(n_j):
-            acc = zero
-            for m in range(i):
-                acc += A[i, m] * K[m, j]
-            y_new[j] = y[j] + h * acc
-        t_i = t_new if c[i] == one else t + c[i] * h
-        rhs(mode, ops, opf, theta, D, t_i, y_new, K[i], acts, gbuf, cst, ctx)
+        combine(A[i], y, h, K, i, y_new, W if (fsal and i == s - 1) else n_dyn)
+        rhs(mode, ops, opf, theta, D, stage_time(t, h, t_new, c[i], cst), y_new, K[i], acts,
+            gbuf, cst, ctx)
     if not fsal:
-        for j in range(W):
-            acc = zero
-            for m in range(s):
-                acc += b[m] * K[m, j]
-            y_new[j] = y[j] + h * acc
-
-
-@register_jitable
-def dense_point(P, K, y, h, th, out, n, cst):
-    """Continuous extension of one step at θ (HNW I, §II.6), first n components:
-    out = y + h Σ_m b_m(θ) K_m with b_m(θ) = Σ_k P[m, k] θ^(k+1) (``pyode.solvers.dense_output``).
-    """
-    for j in range(n):
-        acc = cst[C_ZERO]
-        for m in range(K.shape[0]):
-            bm = th * (P[m, 0] + th * (P[m, 1] + th * (P[m, 2] + th * P[m, 3])))
-            acc += bm * K[m, j]
-        out[j] = y[j] + h * acc
+        combine(b, y, h, K, s, y_new, W)
 
 
 @register_jitable
 def solve_adaptive(mode, ops, opf, theta, D, y0, t_out, tab, first_step, atol, ys, work, acts,
                    gbuf, stats, fail, cst, rec=None, ctx=None):
-    """One sample, adaptive: ``pyode.solvers.integrate_adaptive`` for a single row.
+    """One sample, adaptive steps with dense output at ``t_out``: the per-trajectory driver.
+
+    Each attempt: the stages (:func:`rk_step`), then ``kernels.step.judge_step`` (error
+    estimate, norm, acceptance, next step size); an accepted step writes the output times it
+    passed (``emit_outputs``) and advances. ``pyode.solvers.integrate_adaptive`` is the same
+    sequence over the active rows of a batch.
 
     Parameters
     ----------
@@ -269,13 +162,12 @@ def solve_adaptive(mode, ops, opf, theta, D, y0, t_out, tab, first_step, atol, y
     status : int (OK, UNDERFLOW, NONFINITE, TOO_MANY); h : the last step magnitude.
     """
     zero, one = cst[C_ZERO], cst[C_ONE]
-    n_norm = int(cst[C_N_NORM])
     max_steps = int(cst[C_MAX_STEPS])
     fsal = cst[C_FSAL] != zero
     W = y0.shape[0]
     T = t_out.shape[0]
     s = tab.shape[0]
-    b_err, P = tab[:, s + 2], tab[:, s + 3:s + 7]
+    c, b_err, P = tab[:, 0], tab[:, s + 2], tab[:, s + 3:s + 7]
     n_dyn = _n_dynamic(mode, D, W)
     K = work[:s]
     y = work[s]
@@ -290,7 +182,7 @@ def solve_adaptive(mode, ops, opf, theta, D, y0, t_out, tab, first_step, atol, y
     nfev = 0
     rhs(mode, ops, opf, theta, D, t, y, K[0], acts, gbuf, cst, ctx)
     nfev += 1
-    if not _all_finite(K[0]):
+    if not all_finite(K[0]):
         stats[0] += nfev
         fail[0], fail[1], fail[2] = t, zero, stats[0]
         return NONFINITE, zero
@@ -307,14 +199,14 @@ def solve_adaptive(mode, ops, opf, theta, D, y0, t_out, tab, first_step, atol, y
     status = OK
     nonfinite = False
     rejected = False        # was the last attempt rejected? (caps the next accepted step)
-    has_bad = False         # a time where the field failed lies ahead (t_bad), bisected toward
-    t_bad = t0
-    bisected = 0
+    t_bad = t0              # a time where the field failed, ahead (when bisected ≥ 0)
+    bisected = -1
     while nxt < T:
-        last = direction * h >= direction * (t_end - t)
+        # The step lands exactly on t_end when it reaches it, or rounds onto it.
+        last = direction * h >= direction * (t_end - t) or direction * (t + h) >= direction * t_end
         # Any step but the last below a few ulps of t cannot move t (accepted or not): give up.
-        if not last and abs(h) < cst[C_ULP_EPS] * abs(t) + cst[C_ULP_TINY]:
-            status = NONFINITE if (nonfinite or has_bad) else UNDERFLOW
+        if not last and abs(h) < min_step(t, cst):
+            status = NONFINITE if (nonfinite or bisected >= 0) else UNDERFLOW
             fail[0], fail[1], fail[2] = t, h, stats[0] + nfev
             break
         ha = t_end - t if last else h
@@ -322,51 +214,11 @@ def solve_adaptive(mode, ops, opf, theta, D, y0, t_out, tab, first_step, atol, y
         rk_step(mode, ops, opf, theta, D, tab, t, y, ha, t_new, K, y_new, n_dyn, fsal, acts,
                 gbuf, cst, ctx)
         nfev += s - 1
-        # Scaled RMS error norm over the first n_norm components.
-        err_acc = zero
-        for j in range(n_norm):
-            e = zero
-            for m in range(s):
-                e += b_err[m] * K[m, j]
-            e = ha * e
-            err_acc += _sq_scaled(e, atol[j] + cst[C_RTOL] * max(abs(y[j]), abs(y_new[j])), cst)
-        err = math.sqrt(err_acc / cst[C_N_NORM])
-        finite = math.isfinite(err) and _all_finite(y_new) and _all_finite(K[s - 1])
-        accept = finite and err <= one
-        if not finite:
-            factor = cst[C_MIN_FACTOR]
-        else:
-            factor = cst[C_SAFETY] * max(err, cst[C_ERR_FLOOR]) ** cst[C_EXPONENT]
-            factor = min(max(factor, cst[C_MIN_FACTOR]), cst[C_MAX_FACTOR])
-            if not accept or rejected:
-                factor = min(factor, one)
+        accept, finite, h_next, t_bad, bisected = judge_step(
+            y, y_new, K, tmp, c, b_err, t, ha, ha, t_new, atol, rejected, t_bad, bisected,
+            direction, cst)
         rejected = not accept
-        h_next = ha * factor
         nonfinite = not finite
-        # Bisect towards the earliest stage time where the field failed
-        # (pyode.solvers._toward_failure, which explains the design).
-        if not finite:
-            tau = t_new
-            for i in range(1, s):
-                if not _all_finite(K[i]):
-                    tau = t_new if tab[i, 0] == one else t + tab[i, 0] * ha
-                    break
-            if not has_bad or direction * tau < direction * t_bad:
-                t_bad = tau
-            has_bad = True
-            bisected = 0
-            half = cst[C_HALF] * (t_bad - t)
-            if abs(half) < abs(h_next):
-                h_next = half
-        elif accept and has_bad:
-            if direction * (t_new - t_bad) >= zero or bisected >= BISECT_STEPS:
-                has_bad = False
-                bisected = 0
-            else:
-                half = cst[C_HALF] * (t_bad - t_new)
-                if abs(half) < abs(h_next):
-                    h_next = half
-                    bisected += 1
         if not accept:
             n_rej += 1
         else:
@@ -375,17 +227,12 @@ def solve_adaptive(mode, ops, opf, theta, D, y0, t_out, tab, first_step, atol, y
             if ctx is not None:
                 forget_segments(ctx, t_new, cst)
             n_acc += 1
-            while nxt < T and direction * (t_out[nxt] - t_new) <= zero:
-                if t_out[nxt] == t_new:
-                    for j in range(W):
-                        ys[nxt, j] = y_new[j]
-                else:
-                    dense_point(P, K, y, ha, (t_out[nxt] - t) / ha, ys[nxt], W, cst)
-                nxt += 1
+            nxt = emit_outputs(t_out, nxt, t, ha, t_new, ha, y, y_new, K, P, ys, direction, cst)
             t = t_new
             for j in range(W):
                 y[j] = y_new[j]
                 K[0, j] = K[s - 1, j]
+            # A step clipped to land on t_end says nothing about the step the problem allows.
             if last:
                 h_next = direction * max(abs(h_next), abs(h))
         h = h_next
@@ -402,8 +249,8 @@ def solve_adaptive(mode, ops, opf, theta, D, y0, t_out, tab, first_step, atol, y
 @register_jitable
 def solve_fixed(mode, ops, opf, theta, D, y0, t_out, tab, ys, work, acts, gbuf, stats, fail,
                 cst, rec=None, ctx=None):
-    """One sample, fixed steps: ``pyode.solvers.integrate_fixed`` for a single row (``rec``,
-    ``ctx`` as in :func:`solve_adaptive`)."""
+    """One sample, fixed steps: each output interval in ``fixed_step_count`` equal steps, the
+    last landing exactly on the output time (``rec``, ``ctx`` as in :func:`solve_adaptive`)."""
     zero, one = cst[C_ZERO], cst[C_ONE]
     step_size = cst[C_STEP_SIZE]
     W = y0.shape[0]
@@ -419,8 +266,7 @@ def solve_fixed(mode, ops, opf, theta, D, y0, t_out, tab, ys, work, acts, gbuf, 
     n_steps = 0
     for i in range(1, T):
         span = t_out[i] - t_out[i - 1]
-        # n = ceil(|Δt| / step_size), as a float of the working dtype: ceil(x) = −(−x // 1).
-        n_f = max(one, -((-abs(span) / step_size * cst[C_FIXED_SHRINK]) // one))
+        n_f = fixed_step_count(span, step_size, cst)
         n = int(n_f)
         h = span / n_f
         k_f = zero
@@ -437,9 +283,9 @@ def solve_fixed(mode, ops, opf, theta, D, y0, t_out, tab, ys, work, acts, gbuf, 
             for j in range(W):
                 y[j] = y_new[j]
             n_steps += 1
-            ok = _all_finite(y)
+            ok = all_finite(y)
             for m in range(s):
-                ok = ok and _all_finite(K[m])
+                ok = ok and all_finite(K[m])
             if not ok:
                 stats[0] += s * n_steps
                 fail[0], fail[1], fail[2] = t, h, stats[0]
@@ -620,7 +466,7 @@ def forward_state(ctx, ops, opf, theta, t, acts, gbuf, cst):
     y0, Kn = Y[slot, n], K[slot, n]
     if meta[3] != 0:
         s = tab.shape[0]
-        dense_point(tab[:, s + 3:s + 7], Kn, y0, h, th, z, z.shape[0], cst)
+        dense_point(tab[:, s + 3:s + 7], Kn, y0, h, th, z, z.shape[0])
     else:           # cubic Hermite through (y0, f0) and (y1, f1)
         y1, f1 = Y[slot, n + 1], F[slot, n]
         two = one + one

@@ -71,7 +71,7 @@ from .errors import AdjointReconstructionWarning, NonFiniteError
 from .forward_sensitivity import sensitivity_solve, sensitivity_vjp
 from .protocol import VectorField, n_params, require
 from .protocol import row_args
-from .solvers import (SolveInfo, _odeint, _scaled, batch_field, check_args, check_attainable,
+from .solvers import (SolveInfo, _odeint, batch_field, check_args, check_attainable,
                       check_field_width, check_options, check_step_count, check_times,
                       check_tolerances, check_y0, integrate, is_device_array, kernel_module,
                       keyword_names)
@@ -400,16 +400,15 @@ def _run_backsolve(f, y0, t, method, rtol, atol, adjoint_tols, options, backend,
     def backward(gb):
         kernels = kernel_module(f, backend)
         if kernels is not None:
-            kw = {"n_norm": 2 * D} if seminorm else {}
+            kw = {"seminorm": True} if seminorm else {}
             if is_device_array(yb) or is_device_array(gb):
                 kw["on_device"] = True          # backend='cuda': keep dL/dy0 on the device
             a, a_theta, dLdt, stats, recon = kernels.adjoint_nn(f, yb, gb, t_arr, tab, a_rtol,
                                                                 a_atol, opts, **kw)
             a_theta = a_theta.sum(axis=0)                       # per sample → summed
         else:
-            mask = _leading(W, 2 * D) if seminorm else None      # [z, a] of [z, a, a_θ, a_t]
             a, a_theta, dLdt, stats, recon = backward_pass(f, yb, gb, t_arr, tab, a_rtol, a_atol,
-                                                           opts, squeeze, mask,
+                                                           opts, squeeze, seminorm,
                                                            aopts["time_gradients"], args)
         if tab.adaptive:
             _warn_if_reconstruction_failed(recon)
@@ -435,16 +434,15 @@ def _run_checkpoint(f, y0, t, method, rtol, atol, adjoint_tols, options, backend
         def backward(gb):
             a, a_theta, dLdt, stats = kernels.checkpoint_nn(f, ys, gb, prob.t, prob.tab, record,
                                                             a_rtol, a_atol, prob.opts,
-                                                            D if seminorm else None)
+                                                            seminorm)
             return a, a_theta.sum(axis=0), dLdt, stats       # per sample → summed
     else:
         record = StepRecorder(prob.yb.shape[0], every=every)
         ys, stats = _solve_numpy(f, prob, record, args)
-        mask = _leading(D + P + 1, D) if seminorm else None       # a of [a, a_θ, a_t]
 
         def backward(gb):
             return checkpoint_pass(f, ys, gb, prob.t, prob.tab, record, a_rtol, a_atol,
-                                   prob.opts, mask, squeeze=prob.squeeze,
+                                   prob.opts, seminorm, squeeze=prob.squeeze,
                                    time_gradients=aopts["time_gradients"], args=args)
 
     return ys, _info(stats, prob.tab, prob.squeeze), backward, prob.squeeze
@@ -524,11 +522,12 @@ def _adjoint_tolerances(rtol, atol, adjoint_tols, W):
     return check_tolerances(a_rtol, a_atol, W, "adjoint_rtol/adjoint_atol")
 
 
-def _leading(W, n):
-    """Boolean mask (W,) selecting the first n components (the seminorm's channels)."""
-    mask = np.zeros(W, dtype=bool)
-    mask[:n] = True
-    return mask
+def _scaled(x, scale):
+    """x / scale, with 0 where scale is 0 (atol = 0 on a zero component: nothing to measure
+    against, as in the error norm, ``kernels.step``) and inf where the quotient overflows."""
+    with np.errstate(over="ignore"):
+        return np.divide(x, scale, out=np.zeros(np.shape(x), dtype=np.result_type(x, scale)),
+                         where=np.broadcast_to(scale > 0, np.shape(x)))
 
 
 def _warn_if_reconstruction_failed(recon):
@@ -546,7 +545,7 @@ def _warn_if_reconstruction_failed(recon):
             stacklevel=4)
 
 
-def backward_pass(f, yb, gb, t, tab, rtol, atol, opts, squeeze, norm_mask=None,
+def backward_pass(f, yb, gb, t, tab, rtol, atol, opts, squeeze, seminorm=False,
                   time_gradients=True, args=()):
     """The backsolve adjoint (Chen et al., Alg. 1): z integrated backward with [a, a_θ, a_t].
 
@@ -561,8 +560,9 @@ def backward_pass(f, yb, gb, t, tab, rtol, atol, opts, squeeze, norm_mask=None,
     rtol : float
     atol : float or ndarray, shape (2D + P + 1,)
         In the layout [z, a, a_θ, a_t] (the a_θ entries are unused without ``vjp_per_sample``).
-    norm_mask : ndarray of bool, shape (2D + P + 1,), optional
-        Components in the error norm (all by default), in the same layout.
+    seminorm : bool
+        Control z and a only (default: each of z, a, a_θ, a_t by its own RMS norm, the
+        largest of them; ``kernels.step.scaled_norm``).
     time_gradients : bool
         Carry a_t and return dL/dt (True), or neither (``dLdt`` is None).
     args : tuple
@@ -579,7 +579,7 @@ def backward_pass(f, yb, gb, t, tab, rtol, atol, opts, squeeze, norm_mask=None,
     """
     D = yb.shape[2]
     a, a_theta, dLdt, stats, states = adjoint_solve(f, yb, gb, t, tab, rtol, atol, opts,
-                                                    squeeze, norm_mask, time_gradients,
+                                                    squeeze, seminorm, time_gradients,
                                                     args=args)
     # The z integrated backward at t_{T-2}, …, t_0 (before each restart) against the forward y.
     atol_z = atol if np.ndim(atol) == 0 else np.asarray(atol)[:D]

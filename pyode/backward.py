@@ -27,6 +27,7 @@ state. a_t is there only with ``time_gradients``.
 import numpy as np
 
 from .errors import SolverError, in_backward_solve
+from .kernels.numbers import adjoint_parts
 from .protocol import has_per_sample_vjp, n_params, row_args, vjp_rows
 from .quadrature import ParameterQuadrature
 from .solvers import batch_field, integrate_adaptive, integrate_fixed
@@ -69,6 +70,11 @@ class Layout:
                                                      else [])
                                    + ([full[-1:]] if with_time else []))
 
+    def norm_parts(self, seminorm):
+        """The error norm's parts [z], [a], [a_θ], [a_t] (``kernels.numbers.adjoint_parts``)."""
+        Z, D = self.z.stop, self.a.stop - self.a.start
+        return adjoint_parts(Z, D, self.theta.stop - self.theta.start, self.with_time, seminorm)
+
     def select(self, x):
         """A tolerance (scalar or array in the full layout) or mask, for the state."""
         return x if x is None or np.ndim(x) == 0 else np.asarray(x)[self.keep]
@@ -100,7 +106,7 @@ def adjoint_dynamics(f, squeeze, layout, z_source=None, args_at=None):
     return ev_adjoint
 
 
-def adjoint_solve(f, ys, gs, t_out, tab, rtol, atol, opts, squeeze, norm_mask=None,
+def adjoint_solve(f, ys, gs, t_out, tab, rtol, atol, opts, squeeze, seminorm=False,
                   time_gradients=True, z_source=None, args=()):
     """Integrate the backward state over all output intervals at once (module docstring).
 
@@ -121,8 +127,9 @@ def adjoint_solve(f, ys, gs, t_out, tab, rtol, atol, opts, squeeze, norm_mask=No
         ``check_options``'s: ``first_step``, ``max_num_steps`` or ``step_size``.
     squeeze : bool
         A 1-D problem (B = 1): the field is called with 1-D arguments.
-    norm_mask : ndarray of bool, optional
-        Components in the backward error norm, in the full layout (all by default).
+    seminorm : bool
+        The error norm controls z and a only (Kidger, Chen & Lyons 2021); by default each
+        part of the state by its own RMS norm, the largest of them (``Layout.norm_parts``).
     time_gradients : bool
         Carry a_t and return dL/dt, or neither (``dLdt`` is None).
     z_source : object, optional
@@ -202,7 +209,7 @@ def adjoint_solve(f, ys, gs, t_out, tab, rtol, atol, opts, squeeze, norm_mask=No
         if tab.adaptive:
             out, st, _ = integrate_adaptive(ev_adjoint, state, t_back, tab, rtol,
                                             layout.select(atol), opts.get("first_step"),
-                                            opts["max_num_steps"], layout.select(norm_mask),
+                                            opts["max_num_steps"], layout.norm_parts(seminorm),
                                             on_step, jump)
         else:
             out, st = integrate_fixed(ev_adjoint, state, t_back, tab, opts["step_size"],

@@ -61,8 +61,7 @@ sample reaches a new segment.
 Kernel hook: a kernel module (``pyode.solvers.kernel_module``) may provide
 ``checkpoint_forward_nn(f, yb, t, tab, rtol, atol, opts, every) -> (ys, stats, record)`` with a
 ``record.sample(b) -> SampleSteps`` and ``checkpoint_nn(f, ys, gs, t, tab, record, rtol, atol,
-opts, n_norm) -> (a, a_theta, dLdt, stats)`` (``n_norm``: leading components of [a, a_θ, a_t]
-in the error norm, None for all); ``odeint_adjoint`` uses them when present and runs this
+opts, seminorm) -> (a, a_theta, dLdt, stats)``; ``odeint_adjoint`` uses them when present and runs this
 module's NumPy path otherwise. The Numba CPU back end (``pyode.backends.numba_cpu``, over
 ``pyode.kernels.rk``'s section "Checkpointed adjoint") provides them: the same steps, replays
 and counts as this module.
@@ -82,7 +81,7 @@ from .protocol import row_args
 from .solvers import batch_field, eval_interpolant, interpolant, rk_step
 
 
-def checkpoint_pass(f, ys, gs, t_out, tab, record, rtol, atol, opts, norm_mask=None,
+def checkpoint_pass(f, ys, gs, t_out, tab, record, rtol, atol, opts, seminorm=False,
                     squeeze=True, time_gradients=True, args=()):
     """Backward pass of the checkpointed adjoint: one backward solve of the whole batch.
 
@@ -113,9 +112,9 @@ def checkpoint_pass(f, ys, gs, t_out, tab, record, rtol, atol, opts, norm_mask=N
     opts : dict
         The forward method's options (``check_options``): ``first_step`` and ``max_num_steps``
         for the adaptive backward solve, ``step_size`` for a fixed-step one.
-    norm_mask : ndarray of bool, shape (D + P + 1,), optional
-        Components of [a, a_θ, a_t] in the backward error norm (all by default; the seminorm
-        keeps a only).
+    seminorm : bool
+        The backward error norm controls a only (default: each of a, a_θ, a_t by its own RMS
+        norm, the largest of them).
     squeeze : bool
         A 1-D problem: call the field with 1-D arguments and a float t. Applies to B = 1 only
         (a batch of B > 1 rows is always called as a batch).
@@ -148,7 +147,7 @@ def checkpoint_pass(f, ys, gs, t_out, tab, record, rtol, atol, opts, norm_mask=N
                        t_out[-1])
     source = _ForwardSolution(replays, B, D, tab.n_stages + 1, ys.dtype)
     a, a_theta, dLdt, stats, _ = adjoint_solve(f, ys, gs, t_out, tab, rtol, atol, opts,
-                                               squeeze, norm_mask, time_gradients, source,
+                                               squeeze, seminorm, time_gradients, source,
                                                args)
     return a, a_theta, dLdt, stats
 

@@ -32,16 +32,18 @@ from .errors import NonFiniteError, StepSizeUnderflowError, TooManyStepsError
 # The step-size controller's constants (HNW I, §II.4, eq. (4.13)), shared with the kernels.
 from .kernels.codes import (BISECT_STEPS, DEFAULT_MAX_NUM_STEPS, MAX_FACTOR,  # noqa: F401
                             MIN_FACTOR, SAFETY, UNDERFLOW_ULPS)
+from .kernels.numbers import constants, forward_parts, pack_tableau
+from .kernels.rows import (combine_rows, dense_rows, emit_rows, initial_choice_rows,
+                           initial_probe_rows, interpolant_rows, judge_rows)
+from .kernels.step import fixed_step_count, horner, min_step
+from .kernels.step import stage_time as _stage_time
 from .protocol import VectorField, row_args
 from .suggest import option_hint, unknown_keywords_error
 from .tableaus import get_tableau
 
-def min_step(t, dtype=np.float64):
-    """Smallest usable step at time ``t``: 10·ε·|t| (plus the smallest normal number, so the
-    bound stays positive at t = 0). ε is the machine epsilon of ``dtype``."""
-    info = np.finfo(dtype)
-    return UNDERFLOW_ULPS * (info.eps * np.abs(t) + info.tiny)
-
+#: Constants in float64 for the time arithmetic of the batch driver (its t is float64): the
+#: step floor ``kernels.step.min_step`` and the fixed step count.
+_FLOAT64_NUMBERS = constants(np.float64, get_tableau("dopri5"), 0.0, {}, forward_parts(1))
 
 @dataclass
 class SolveInfo:
@@ -70,13 +72,66 @@ class SolveInfo:
 
 
 # ---------------------------------------------------------------------------------------------
-# One step
+# The numbers of a solve, as the step formulas take them
+# ---------------------------------------------------------------------------------------------
+
+class StepNumbers:
+    """What the step formulas of ``kernels.step`` need for one batch solve, in the working dtype.
+
+    The same arrays a compiled kernel gets (``kernels.numbers``): the packed tableau ``c | A |
+    b | b_err | P`` and the constants ``cst``, so that a row solved here computes with the
+    numbers of the per-trajectory kernels. Time stays in float64 (t, h and the nodes ``c``).
+
+    Attributes
+    ----------
+    dtype : numpy dtype of the state
+    cst : ndarray, the constants (``kernels.numbers.constants``; the step floor of float64 t)
+    A, b, b_err, P : the tableau's arrays in the working dtype (P: (s, 4))
+    c : ndarray (s,), float64, the nodes (time arithmetic)
+    atol : ndarray (W,), the working dtype
+    """
+
+    def __init__(self, tab, dtype, rtol=0.0, atol=0.0, W=1, parts=None, opts=None):
+        self.dtype = np.dtype(dtype)
+        self.A, self.b, self.b_err, self.P = _packed_tableau(tab, dtype)
+        self.c = tab.c
+        self.cst = constants(dtype, tab, rtol, opts or {}, parts or forward_parts(W),
+                             t_dtype=np.float64)
+        with np.errstate(over="ignore"):           # an atol beyond float32's range: inf
+            self.atol = np.ascontiguousarray(np.broadcast_to(atol, (W,)), dtype=dtype)
+
+
+_PACKED = {}
+
+
+def _packed_tableau(tab, dtype):
+    """(A, b, b_err, P) of ``kernels.numbers.pack_tableau`` as contiguous arrays of ``dtype``,
+    kept per (tableau, dtype)."""
+    key = (id(tab), np.dtype(dtype).str)
+    hit = _PACKED.get(key)
+    if hit is None or hit[0] is not tab:
+        s = tab.n_stages
+        packed = pack_tableau(tab, dtype)
+        arrays = tuple(np.ascontiguousarray(x) for x in (packed[:, 1:s + 1], packed[:, s + 1],
+                                                         packed[:, s + 2], packed[:, s + 3:]))
+        hit = _PACKED[key] = (tab, arrays)
+    return hit[1]
+
+
+def _as_rows(x):
+    """A C-contiguous copy or view of ``x`` (the compiled row maps take any layout, but each
+    layout is one more compilation)."""
+    return np.ascontiguousarray(x)
+
+
+# ---------------------------------------------------------------------------------------------
+# One step, for the rows of a batch (the formulas are kernels.step's)
 # ---------------------------------------------------------------------------------------------
 
 def stage_time(t, h, t_new, c_i):
-    """Time of stage i, ``t + c_i h``; a stage with c_i = 1 is evaluated at ``t_new`` itself
-    (the step end, exactly, where the integrator clipped the step to land on an output)."""
-    return t_new if c_i == 1.0 else t + c_i * h
+    """Time of stage i, t + cᵢh, or ``t_new`` exactly when cᵢ = 1 (``kernels.step.stage_time``,
+    with float64 time); ``t``, ``h``, ``t_new`` scalars or arrays."""
+    return _stage_time(t, h, t_new, c_i, _FLOAT64_NUMBERS)
 
 
 def stage_inputs(y, h, A_rows, K):
@@ -95,19 +150,20 @@ def stage_inputs(y, h, A_rows, K):
     -------
     ndarray, shape (m, n, W)
     """
-    # An explicit sum over the stages, not a matrix product: BLAS rounds a product differently
-    # with the number of rows, and a sample's result must not depend on its batch.
-    A_rows = A_rows.astype(y.dtype)
-    increments = np.zeros((A_rows.shape[0],) + y.shape, dtype=y.dtype)
-    for j in range(A_rows.shape[1]):
-        increments += A_rows[:, j, None, None] * K[j]
-    return y + h.astype(y.dtype)[:, None] * increments
+    A_rows = np.ascontiguousarray(A_rows, dtype=y.dtype)
+    h_w = h.astype(y.dtype)
+    out = np.empty((A_rows.shape[0],) + y.shape, dtype=y.dtype)
+    for q in range(A_rows.shape[0]):
+        combine_rows(A_rows[q], y, h_w, K, A_rows.shape[1], out[q])
+    return out
 
 
 def rk_step(ev, t, y, h, t_new, k1, tab, K, rows):
-    """Take one explicit Runge–Kutta step of every sample (HNW I, §II.1, eq. (1.8)).
+    """Take one explicit Runge–Kutta step of every row (HNW I, §II.1, eq. (1.8)).
 
-    Stage i is ``K[i] = f(t + c_i h, y + h Σ_{j<i} A_ij K[j])`` with ``K[0] = k1 = f(t, y)``.
+    Stage i is ``K[i] = f(t + c_i h, y + h Σ_{j<i} A_ij K[j])`` with ``K[0] = k1 = f(t, y)``:
+    the field is called once per stage for all rows; the stage inputs between the calls are
+    ``kernels.step.combine`` per row.
 
     Parameters
     ----------
@@ -116,7 +172,7 @@ def rk_step(ev, t, y, h, t_new, k1, tab, K, rows):
         belong to → (n, D).
     t, h, t_new : ndarray, shape (n,)
         Step start, signed step size and step end (``t_new`` is ``t + h`` except when the step
-        was clipped to land exactly on the final time).
+        was clipped to land exactly on an output time).
     y, k1 : ndarray, shape (n, D)
     tab : ButcherTableau
     K : ndarray, shape (s, n, D)
@@ -128,143 +184,55 @@ def rk_step(ev, t, y, h, t_new, k1, tab, K, rows):
     -------
     y_new : ndarray, shape (n, D)
     """
+    A, b, _, _ = _packed_tableau(tab, y.dtype)
+    h_w = h.astype(y.dtype)
+    y = _as_rows(y)
     K[0] = k1
     y_new = None
     for i in range(1, tab.n_stages):
-        y_i = stage_inputs(y, h, tab.A[i:i + 1, :i], K[:i])[0]
+        y_i = np.empty_like(y)             # a new array: the field may keep what it is given
+        combine_rows(A[i], y, h_w, K, i, y_i)
         K[i] = ev(stage_time(t, h, t_new, tab.c[i]), y_i, rows)
         y_new = y_i
     if not tab.fsal:
-        y_new = stage_inputs(y, h, tab.b[None], K)[0]
+        y_new = np.empty_like(y)
+        combine_rows(b, y, h_w, K, tab.n_stages, y_new)
     # FSAL: the last stage input y + h Σ A_sj K_j equals y + h Σ b_j K_j, and K[-1] = f(t_new,
     # y_new) becomes the next step's k1.
     return y_new
 
 
-def error_norm(err, y, y_new, rtol, atol, mask=None):
-    """Scaled RMS norm of the error estimate per sample (module docstring, "Tolerances").
+def initial_step(ev, t0, y0, f0, t_end, num, rows=None):
+    """Hairer's starting step size (HNW I, §II.4, p. 169), per row, as a magnitude.
 
-    Parameters
-    ----------
-    err, y, y_new : ndarray, shape (n, D)
-    rtol : float
-    atol : float or ndarray, shape (D,)
-    mask : ndarray of bool, shape (D,), optional
-        Components that enter the norm (all by default).
-
-    Returns
-    -------
-    ndarray, shape (n,)
-    """
-    with np.errstate(over="ignore"):          # rtol ≥ 1 near the largest float: scale inf
-        scale = atol + rtol * np.maximum(np.abs(y), np.abs(y_new))
-    ratio = _scaled(err, scale)
-    if mask is not None:
-        ratio = ratio[:, mask]
-    return _rms(ratio)
-
-
-def _rms(ratio):
-    """sqrt(mean(ratio², axis=1)) per row, without overflow.
-
-    A huge component against a small atol (y0 = [1e150, 0] and atol = 1e-9: ratios of 1e159)
-    overflows the squares although the norm itself is finite; such rows are rescaled by their
-    largest entry first. Other rows keep the plain formula (and its rounding). Rows with
-    NaN/inf stay non-finite.
-    """
-    with np.errstate(over="ignore"):
-        out = np.sqrt(np.mean(np.square(ratio), axis=1))
-    big = np.isinf(out) & np.all(np.isfinite(ratio), axis=1)
-    if np.any(big):
-        r = ratio[big]
-        m = np.max(np.abs(r), axis=1, keepdims=True)
-        out[big] = m[:, 0] * np.sqrt(np.mean(np.square(r / m), axis=1))
-    return out
-
-
-def _scaled(x, scale):
-    """x / scale, with 0 where scale is 0 (pure relative control, atol = 0, on a zero
-    component: nothing to control there), and inf where the quotient overflows (a subnormal
-    scale: atol = 0 and |y| ~ 1e-309); the callers treat an infinite ratio as a failed test."""
-    with np.errstate(over="ignore"):
-        return np.divide(x, scale, out=np.zeros(np.shape(x), dtype=np.result_type(x, scale)),
-                         where=np.broadcast_to(scale > 0, np.shape(x)))
-
-
-def step_factor(err_norm, error_order, accepted, after_rejection=False):
-    """Multiplier of the step size: SAFETY · ‖err‖^(−1/(q+1)), bounded to [MIN, MAX].
-
-    q is the order of the embedded (lower-order) solution. A rejected step never grows, and
-    neither does the step accepted right after a rejection (``after_rejection``: the previous
-    attempt of that sample was rejected). That second cap is Hairer's DOPRI5 and scipy's RK45
-    (HNW I, §II.4: facmax = 1 in the step right after a rejection); without it a sample that has just
-    been rejected grows straight back into the rejected size (on the Arenstorf orbit dopri5
-    then took 590 or 1322 evaluations where scipy takes 644 and 1310; with it, the same).
-    An error of exactly zero gives MAX_FACTOR; a non-finite error gives MIN_FACTOR. The factor
-    is computed in float64 whatever the state's dtype: in float32 the floor 1e-300 would be 0
-    and an exact zero error would divide by zero.
-    """
-    err_norm = np.asarray(err_norm, dtype=np.float64)
-    exponent = -1.0 / (error_order + 1)
-    safe = np.where(np.isfinite(err_norm), np.maximum(err_norm, 1e-300), 1.0)
-    factor = np.clip(SAFETY * safe ** exponent, MIN_FACTOR, MAX_FACTOR)
-    factor = np.where(accepted & ~np.asarray(after_rejection), factor, np.minimum(factor, 1.0))
-    return np.where(np.isfinite(err_norm), factor, MIN_FACTOR)
-
-
-def initial_step(ev, t0, y0, f0, t_end, error_order, rtol, atol, mask=None, rows=None):
-    """Hairer's starting step size (HNW I, §II.4, p. 169), per sample, as a magnitude.
-
-    d0 = ‖y0‖, d1 = ‖f0‖ (scaled by atol + rtol|y0|); h0 = 0.01 d0/d1 (1e-6 if either is
-    below 1e-5); one explicit Euler probe gives d2 = ‖f(t0 + h0, y0 + h0 f0) − f0‖ / h0; then
-    h1 = (0.01 / max(d1, d2))^(1/(q+1)) and h = min(100 h0, h1). Every step is clipped to the
-    integration interval so the probe never evaluates f outside [t0, t_end]. ``mask`` (bool
-    (D,), optional) restricts the norms to the components of the error norm (the seminorm);
-    ``rows`` (n,) are the batch rows of ``y0`` (handed to ``ev``; default all). The norms are
-    taken in float64 whatever the state's dtype.
-
-    A guess below the step floor :func:`min_step` (a tiny atol far from t = 0: y0 = [0, 1],
-    f = [1, −y₁], atol = 1e-20 from t0 = 1000 guesses 1e-13, below 10 ulps of t0) is raised to
-    the floor, as scipy's RK45 raises every step to 10·spacing(t); the error control then
-    decides whether the problem can be solved there.
+    ``kernels.step.initial_step_probe`` and ``initial_step_choice`` per row around one field
+    call for all rows at the Euler probe points (the formulas and their design notes are
+    there). ``num`` is the solve's :class:`StepNumbers`; ``rows`` (n,) the batch rows of
+    ``y0`` (handed to ``ev``; default all).
 
     Returns
     -------
     h : ndarray, shape (n,)
         Positive step magnitudes, in the units of t.
     """
-    span = np.abs(t_end - t0)
-    direction = np.sign(t_end - t0)
-    y64, f64 = y0.astype(np.float64), f0.astype(np.float64)
-    with np.errstate(over="ignore"):          # rtol ≥ 1 near the largest float: scale inf
-        scale = atol + rtol * np.abs(y64)
-    cols = slice(None) if mask is None else mask
-    d0 = _rms(_scaled(y64, scale)[:, cols])
-    d1 = _rms(_scaled(f64, scale)[:, cols])
-    small = (d0 < 1e-5) | (d1 < 1e-5)
-    h0 = np.where(small, 1e-6, 0.01 * d0 / np.where(small, 1.0, d1))
-    h0 = np.minimum(np.where(h0 > 0, h0, 1e-6), span)     # d1 = inf (an overflowing ratio)
-    y1 = y0 + (direction * h0).astype(y0.dtype)[:, None] * f0
+    n = y0.shape[0]
+    span = np.abs(t_end - t0).astype(np.float64)
+    direction = 1.0 if np.all(t_end >= t0) else -1.0
+    y0, f0 = _as_rows(y0), _as_rows(f0)
+    probe = np.empty_like(y0)
+    h0, d1 = np.empty(n), np.empty(n)
+    initial_probe_rows(y0, f0, num.atol, span, direction, probe, num.cst, h0, d1)
     with np.errstate(over="ignore", invalid="ignore"):
-        f1 = ev(t0 + direction * h0, y1, np.arange(y0.shape[0]) if rows is None else rows)
-        d2 = _rms(_scaled(f1 - f64, scale)[:, cols]) / h0
-    dmax = np.maximum(d1, d2)
-    tiny = dmax <= 1e-15
-    h1 = np.where(tiny, np.maximum(1e-6, h0 * 1e-3),
-                  (0.01 / np.where(tiny, 1.0, dmax)) ** (1.0 / (error_order + 1)))
-    h = np.minimum(np.minimum(100.0 * h0, h1), span)
-    # A non-finite probe (the field failed near t0) says nothing: start from h0 and let the
-    # rejections shrink it.
-    h = np.where(np.isfinite(h) & (h > 0), h, h0)
-    h = np.where(np.isfinite(h) & (h > 0), h, np.minimum(1e-6, span))
-    return np.minimum(np.maximum(h, min_step(t0)), span)
+        f1 = _as_rows(ev(t0 + direction * h0, probe, np.arange(n) if rows is None else rows))
+    h = np.empty(n)
+    initial_choice_rows(y0, f0, f1, np.empty_like(f1), num.atol, h0, d1,
+                        np.asarray(t0, dtype=np.float64), span, num.cst, h)
+    return h
 
 
 def interpolant(tab, h, K):
-    """Coefficients of the continuous extension (``tab.P``, HNW I, §II.6) in powers of θ.
-
-    y(t + θh) = y + h Σᵢ bᵢ(θ) Kᵢ with bᵢ(θ) = Σ_p P_ip θ^(p+1), so y(t + θh) = y + Σ_p
-    θ^(p+1) Q_p with Q_p = h Σᵢ P_ip Kᵢ.
+    """Coefficients of the continuous extension (``tab.P``, HNW I, §II.6) in powers of θ, per
+    row: y(t + θh) = y + Σ_p θ^(p+1) Q_p (``kernels.step.interpolant``).
 
     Parameters
     ----------
@@ -273,32 +241,26 @@ def interpolant(tab, h, K):
 
     Returns
     -------
-    Q : ndarray, shape (4, n, D), float64
+    Q : ndarray, shape (4, n, D), the dtype of K
     """
-    # Explicit sums rather than BLAS or einsum products, whose rounding changes with n: a
-    # row's output must not depend on its batch (as in stage_inputs).
-    Q = np.zeros((4,) + K.shape[1:])
-    for i in range(tab.n_stages):
-        for p in range(4):
-            Q[p] += tab.P[i, p] * K[i]
-    return Q * h[:, None]
+    P = _packed_tableau(tab, K.dtype)[3]
+    Q = np.empty((4,) + K.shape[1:], dtype=K.dtype)
+    interpolant_rows(P, K, h.astype(K.dtype), Q)
+    return Q
 
 
 def eval_interpolant(y, Q, theta):
-    """y + Σ_p θ^(p+1) Q_p by Horner's rule: y + θ(Q_0 + θ(Q_1 + θ(Q_2 + θ Q_3))).
+    """y + Σ_p θ^(p+1) Q_p by Horner's rule (``kernels.step.horner``, elementwise).
 
     ``y`` (any shape X), ``Q`` (4,) + X, ``theta`` broadcastable against X (e.g. (n, 1) for
-    y of shape (n, D)). Returns float64 of shape X.
+    y of shape (n, D)).
     """
-    z = Q[3] * theta
-    for p in (2, 1, 0):
-        z += Q[p]
-        z *= theta
-    return z + y
+    return horner(y, Q[0], Q[1], Q[2], Q[3], theta)
 
 
 def dense_output(tab, y, h, K, theta):
-    """Continuous extension y(t + θh) = y + h Σᵢ bᵢ(θ) Kᵢ (``tab.P``, HNW I, §II.6).
+    """Continuous extension y(t + θh) = y + h Σᵢ bᵢ(θ) Kᵢ (``tab.P``, HNW I, §II.6), per row
+    (``kernels.step.dense_point``).
 
     Parameters
     ----------
@@ -306,12 +268,15 @@ def dense_output(tab, y, h, K, theta):
     h, theta : ndarray, shape (n,)
     K : ndarray, shape (s, n, D)
     """
-    return eval_interpolant(y, interpolant(tab, h, K), theta[:, None]).astype(y.dtype,
-                                                                              copy=False)
+    P = _packed_tableau(tab, y.dtype)[3]
+    out = np.empty(y.shape, dtype=y.dtype)
+    dense_rows(P, K, _as_rows(y), h.astype(y.dtype), np.asarray(theta, dtype=np.float64),
+               out)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
-# Integration loops
+# Integration loops: the batch driver
 # ---------------------------------------------------------------------------------------------
 
 def _sample(b, B):
@@ -328,63 +293,12 @@ def _raise_if_nonfinite(values, t, h, nfev):
                              _sample(i, values.shape[0]))
 
 
-def _toward_failure(tab, K, t, h, t_new, h_next, finite, accept, active, t_bad, bisected,
-                    direction):
-    """The next step after a step that met a non-finite stage: bisect towards that time.
-
-    Design decision (non-finite stages). scipy's RK45 and torchdiffeq treat NaN/inf like a
-    huge error: shrink by MIN_FACTOR and let the controller grow again. Where the field fails
-    from a time τ on (NaN for t ≥ 0.5) that regrowth crosses τ again and again before the
-    step floor is reached: 506 evaluations on y' = −y, NaN from t = 0.5 (rtol 1e-7; scipy 410
-    to 626 by tolerance). We keep the earliest stage time where the field failed, t_bad (the
-    first non-finite stage of a failed step: the field was finite before it in the step), and
-    bisect: a failed step shrinks to at most half the distance to t_bad, and an accepted one
-    proposes at most half the remaining distance. The floor is then reached in about one
-    attempt per halving: 326 evaluations on the same case, and 0.46 to 0.94 of scipy's over
-    rtol 1e-3 to 1e-10, τ = 0.3, 0.5, 0.77 and D = 1, 2. A step that was non-finite only
-    because it was too large for the state (an overflowing first step) must not pin the
-    solve to t_bad: after ``BISECT_STEPS`` bisecting accepted steps in a row, or once a step
-    passes t_bad, it is forgotten (y' = −y³, y0 = 30, first_step 0.3 to 10: 18 evaluations
-    more than before, 3 to 12 %).
-
-    Parameters
-    ----------
-    K : ndarray, shape (s, n, D)
-        The stages of the attempted steps.
-    t, h, t_new, h_next : ndarray, shape (n,)
-        Step starts, sizes, ends and the controller's proposals (signed).
-    finite, accept : ndarray of bool, shape (n,)
-    active : ndarray of int, shape (n,)
-        The batch rows of the attempts.
-    t_bad, bisected : ndarray, shape (B,)
-        Per batch row, updated in place: the failure time (direction · inf: none) and the
-        count of bisecting accepted steps in a row.
-    direction : float
-        +1 or −1, the direction of integration.
-
-    Returns
-    -------
-    h_next : ndarray, shape (n,)
-    """
-    bad = t_bad[active]
-    failed = ~finite
-    if np.any(failed):
-        stage_bad = ~np.all(np.isfinite(K), axis=2)                      # (s, n)
-        first = np.argmax(stage_bad, axis=0)
-        c = tab.c[first]
-        tau = np.where(c == 1.0, t_new, t + c * h)
-        tau = np.where(np.any(stage_bad, axis=0), tau, t_new)
-        bad = np.where(failed, direction * np.minimum(direction * bad, direction * tau), bad)
-        half = 0.5 * (bad - t)
-        h_next = np.where(failed & (np.abs(half) < np.abs(h_next)), half, h_next)
-    known = accept & np.isfinite(bad)
-    forget = known & ((direction * (t_new - bad) >= 0) | (bisected[active] >= BISECT_STEPS))
-    half = 0.5 * (bad - t_new)
-    clip = known & ~forget & (np.abs(half) < np.abs(h_next))
-    h_next = np.where(clip, half, h_next)
-    bisected[active] = np.where(failed | forget, 0, bisected[active] + clip)
-    t_bad[active] = np.where(forget, direction * np.inf, bad)
-    return h_next
+def fixed_step_counts(t_out, step_size):
+    """Steps per output interval of the fixed-step methods (``kernels.step.fixed_step_count``:
+    ⌈|Δt| / step_size⌉, at least 1), with float64 time."""
+    cst = _FLOAT64_NUMBERS
+    return np.array([int(fixed_step_count(float(span), float(step_size), cst))
+                     for span in np.diff(np.asarray(t_out, dtype=np.float64))], dtype=np.int64)
 
 
 def integrate_fixed(ev, y0, t_out, tab, step_size, on_step=None, jump=None):
@@ -436,9 +350,14 @@ def integrate_fixed(ev, y0, t_out, tab, step_size, on_step=None, jump=None):
 
 
 def integrate_adaptive(ev, y0, t_out, tab, rtol, atol, first_step=None,
-                       max_num_steps=DEFAULT_MAX_NUM_STEPS, norm_mask=None, on_step=None,
+                       max_num_steps=DEFAULT_MAX_NUM_STEPS, norm_parts=None, on_step=None,
                        jump=None):
     """Adaptive integration with per-sample step control and dense output at ``t_out``.
+
+    The batch driver: the same sequence as the per-trajectory kernel
+    (``kernels.rk.solve_adaptive``) — stages, ``kernels.step.judge_step``, dense output,
+    advance — over the rows still integrating, with the field called once per stage for all
+    of them. Each row keeps its own t, h and controller state.
 
     Parameters
     ----------
@@ -455,8 +374,9 @@ def integrate_adaptive(ev, y0, t_out, tab, rtol, atol, first_step=None,
         Magnitude of the first step (units of t); default: :func:`initial_step`.
     max_num_steps : int
         Attempted steps allowed per sample.
-    norm_mask : ndarray of bool, shape (D,), optional
-        Components that enter the error norm (all by default; the adjoint's seminorm uses it).
+    norm_parts : (bounds, n_parts), optional
+        The parts of the state in the error norm (``kernels.numbers``): one part, all of y, by
+        default; the adjoint's [z, a, a_θ, a_t] gives its parts.
     on_step : callable, optional
         ``on_step(rows, t, h, t_new, y, K)``, called after the accepted steps of every pass
         over the active samples: ``rows`` (n,) the sample indices, ``t``, ``h``, ``t_new`` (n,)
@@ -486,12 +406,14 @@ def integrate_adaptive(ev, y0, t_out, tab, rtol, atol, first_step=None,
     T = t_out.shape[0]
     B, D = y0.shape
     s = tab.n_stages
+    dtype = y0.dtype
+    num = StepNumbers(tab, dtype, rtol, atol, D, norm_parts)
     t_end = t_out[-1]
     direction = 1.0 if t_end > t_out[0] else -1.0
-    ys = np.empty((T, B, D), dtype=y0.dtype)
+    ys = np.empty((T, B, D), dtype=dtype)
     ys[0] = y0
     t = np.full(B, t_out[0])
-    y = y0.copy()
+    y = np.ascontiguousarray(y0).copy()
     nfev = np.zeros(B, dtype=np.int64)
     n_acc = np.zeros(B, dtype=np.int64)
     n_rej = np.zeros(B, dtype=np.int64)
@@ -501,7 +423,7 @@ def integrate_adaptive(ev, y0, t_out, tab, rtol, atol, first_step=None,
     _raise_if_nonfinite(k1, t, np.zeros(B), nfev)
     t_first = t_out[1] if jump is not None else t_end     # where the first step may end
     if first_step is None:
-        h = initial_step(ev, t, y, k1, t_first, tab.error_order, rtol, atol, norm_mask)
+        h = initial_step(ev, t, y, k1, np.full(B, t_first), num)
         nfev += 1
     else:
         h = np.minimum(np.broadcast_to(np.abs(first_step), (B,)).astype(np.float64),
@@ -509,15 +431,17 @@ def integrate_adaptive(ev, y0, t_out, tab, rtol, atol, first_step=None,
     h = direction * h
     nxt = np.ones(B, dtype=np.int64)          # index of the next output time per sample
     active = np.arange(B)
-    nonfinite = np.zeros(B, dtype=bool)       # did the sample's last attempt give NaN/inf?
-    rejected = np.zeros(B, dtype=bool)        # was the sample's last attempt rejected?
-    none_bad = direction * np.inf
-    t_bad = np.full(B, none_bad)              # where the field last failed, ahead of t
-    bisected = np.zeros(B, dtype=np.int64)    # bisecting accepted steps in a row
+    # The controller state per sample (kernels.step.judge_step): was its last attempt rejected,
+    # did it give NaN/inf, and a time where the field failed ahead (bisected ≥ 0) or none (−1).
+    rejected = np.zeros(B, dtype=bool)
+    nonfinite = np.zeros(B, dtype=bool)
+    t_bad = np.full(B, t_out[0])
+    bisected = np.full(B, -1, dtype=np.int64)
 
     attempts = np.zeros(B, dtype=np.int64)  # attempted steps since the last restart
     restarted = None                        # rows that jumped in this pass
     while active.size:
+        n = active.size
         ta, ya, ha, k1a = t[active], y[active], h[active], k1[active]
         # Clip the step so it lands exactly on t_end, or with jumps on the next output time
         # (never evaluate f beyond it).
@@ -528,34 +452,25 @@ def integrate_adaptive(ev, y0, t_out, tab, rtol, atol, first_step=None,
         last = (direction * ha >= direction * (t_stop - ta)) \
             | (direction * (ta + ha) >= direction * t_stop)
         # Any other step below a few ulps of t cannot move t (accepted or not): give up.
-        under = ~last & (np.abs(ha) < min_step(ta))
+        under = ~last & (np.abs(ha) < min_step(ta, _FLOAT64_NUMBERS))
         if np.any(under):
             i = int(np.argmax(under))
             b = _sample(active[i], B)
-            if nonfinite[active[i]] or np.isfinite(t_bad[active[i]]):
+            if nonfinite[active[i]] or bisected[active[i]] >= 0:
                 raise NonFiniteError("Non-finite state or derivative (the step size shrank to "
                                      "zero around it)", ta[i], ha[i], nfev[active[i]], b)
             raise StepSizeUnderflowError("Step size underflow", ta[i], ha[i], nfev[active[i]], b)
         ha = np.where(last, t_stop - ta, ha)
         t_new = np.where(last, t_stop, ta + ha)
-        K = np.empty((s,) + ya.shape, dtype=y0.dtype)
+        h_w = ha.astype(dtype)
+        K = np.empty((s, n, D), dtype=dtype)
         with np.errstate(over="ignore", invalid="ignore"):
             y_new = rk_step(ev, ta, ya, ha, t_new, k1a, tab, K, active)
-            # The error estimate h Σ_j b_err_j K_j by the explicit stage sum of stage_inputs
-            # (from a zero state), not a BLAS product: a row's error, hence its step sequence,
-            # must not depend on the rows beside it.
-            err = stage_inputs(np.zeros_like(ya), ha, tab.b_err[None], K)[0]
-            err_norm = error_norm(err, ya, y_new, rtol, atol, norm_mask)
         nfev[active] += s - 1
-        finite = np.isfinite(err_norm) & np.all(np.isfinite(y_new), axis=1) \
-            & np.all(np.isfinite(K[-1]), axis=1)
-        accept = finite & (err_norm <= 1.0)
-        factor = step_factor(np.where(finite, err_norm, np.nan), tab.error_order, accept,
-                             rejected[active])
-        rejected[active] = ~accept
-        h_next = _toward_failure(tab, K, ta, ha, t_new, ha * factor, finite, accept, active,
-                                 t_bad, bisected, direction)
-
+        accept, finite, h_next = np.empty(n, dtype=bool), np.empty(n, dtype=bool), np.empty(n)
+        judge_rows(active, ya, y_new, K, np.empty_like(ya), tab.c, num.b_err, ta, h_w, ha,
+                   t_new, num.atol, rejected, t_bad, bisected, direction, num.cst, accept,
+                   finite, h_next)
         n_rej[active[~accept]] += 1
         nonfinite[active] = ~finite
 
@@ -566,19 +481,8 @@ def integrate_adaptive(ev, y0, t_out, tab, rtol, atol, first_step=None,
             n_acc[rows] += 1
             if on_step is not None:
                 on_step(rows, ta[acc], ha[acc], t_new[acc], ya[acc], K[:, acc])
-            while True:
-                has_out = nxt[rows] < T
-                idx = np.minimum(nxt[rows], T - 1)
-                passed = has_out & (direction * (t_out[idx] - t_new[acc]) <= 0.0)
-                if not np.any(passed):
-                    break
-                sel, r = acc[passed], rows[passed]
-                t_target = t_out[idx[passed]]
-                on_end = t_target == t_new[sel]
-                theta = np.where(on_end, 1.0, (t_target - ta[sel]) / ha[sel])
-                y_out = dense_output(tab, ya[sel], ha[sel], K[:, sel], theta)
-                ys[idx[passed], r] = np.where(on_end[:, None], y_new[sel], y_out)
-                nxt[r] += 1
+            emit_rows(acc, rows, t_out, nxt, ta, ha, t_new, h_w, ya, y_new, K, num.P, ys,
+                      direction, num.cst)
             t[rows] = t_new[acc]
             y[rows] = y_new[acc]
             k1[rows] = K[-1, acc]
@@ -590,7 +494,7 @@ def integrate_adaptive(ev, y0, t_out, tab, rtol, atol, first_step=None,
                     k1[r] = ev(t[r], y[r], r)
                     nfev[r] += 1
                     attempts[r] = -1             # the += 1 below makes it 0
-                    t_bad[r], bisected[r] = none_bad, 0  # as a new solve per interval
+                    bisected[r] = -1             # as a new solve per interval
                     restarted = r
         # A step clipped to land on t_end says nothing about the step the problem allows: keep
         # the larger of the proposal and the unclipped step (used to continue the next interval).
@@ -615,14 +519,14 @@ def integrate_adaptive(ev, y0, t_out, tab, rtol, atol, first_step=None,
     return ys, stats, np.abs(h)
 
 
-def integrate(ev, y0, t_out, tab, rtol, atol, opts, norm_mask=None, on_step=None):
+def integrate(ev, y0, t_out, tab, rtol, atol, opts, norm_parts=None, on_step=None):
     """Run :func:`integrate_adaptive` or :func:`integrate_fixed`, whichever ``tab`` needs.
 
     ``opts`` is the dict of :func:`check_options`. Returns ``(ys (T, B, D), stats)``.
     """
     if tab.adaptive:
         ys, stats, _ = integrate_adaptive(ev, y0, t_out, tab, rtol, atol, opts["first_step"],
-                                          opts["max_num_steps"], norm_mask, on_step)
+                                          opts["max_num_steps"], norm_parts, on_step)
         return ys, stats
     return integrate_fixed(ev, y0, t_out, tab, opts["step_size"], on_step)
 
@@ -1293,7 +1197,7 @@ def keyword_names(fn):
             if p.kind is p.POSITIONAL_OR_KEYWORD]
 
 
-def _odeint(f, y0, t, method, rtol, atol, options, backend, norm_mask=None, args=()):
+def _odeint(f, y0, t, method, rtol, atol, options, backend, args=()):
     if not callable(f):
         raise TypeError(f"f must be a vector field (callable as f(t, y)), got {type(f).__name__}")
     tab = get_tableau(method)
@@ -1317,7 +1221,7 @@ def _odeint(f, y0, t, method, rtol, atol, options, backend, norm_mask=None, args
         ev = batch_field(f, squeeze, yb.shape, row_args(args, None if squeeze else yb.shape[0]))
         if tab.adaptive:
             ys, stats, _ = integrate_adaptive(ev, yb, t_arr, tab, rtol, atol, opts["first_step"],
-                                              opts["max_num_steps"], norm_mask)
+                                              opts["max_num_steps"])
         else:
             ys, stats = integrate_fixed(ev, yb, t_arr, tab, opts["step_size"])
     if squeeze:

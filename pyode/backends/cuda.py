@@ -9,6 +9,7 @@ import numpy as np
 from ..errors import CudaUnavailableError
 from ..kernels import cuda as device     # the kernels (read THREADS_PER_BLOCK at launch)
 from ..kernels.cuda import adjoint_kernel, cuda, forward_kernel
+from ..kernels.numbers import adjoint_parts, forward_parts
 from ..solvers import is_device_array
 from .numba_cpu import raise_failure, stats_dict
 from .program import packed
@@ -54,13 +55,13 @@ def _scratch(B, rows, cols, dtype):
     return cuda.device_array((B, rows, cols), dtype=dtype)
 
 
-def odeint_nn(f, yb, t_arr, tab, rtol, atol, opts, n_norm=None, on_device=False):
+def odeint_nn(f, yb, t_arr, tab, rtol, atol, opts, on_device=False):
     """Forward solve of an nn field on the GPU; returns ys (T, B, D) and stats (host arrays,
     or ``ys`` as a device array with ``on_device``)."""
     check_device()
     B, D = yb.shape
     dtype = yb.dtype
-    k = packed(f, tab, rtol, atol, opts, D, n_norm, dtype)
+    k = packed(f, tab, rtol, atol, opts, D, forward_parts(D), dtype)
     T = t_arr.shape[0]
     s = k.tab.shape[0]
     d_y0 = _to_device(yb, dtype, "y0")
@@ -82,7 +83,7 @@ def odeint_nn(f, yb, t_arr, tab, rtol, atol, opts, n_norm=None, on_device=False)
     return ys, stats_dict(stats)
 
 
-def adjoint_nn(f, yb, gb, t_arr, tab, rtol, atol, opts, n_norm=None, on_device=False):
+def adjoint_nn(f, yb, gb, t_arr, tab, rtol, atol, opts, seminorm=False, on_device=False):
     """Adjoint backward pass of an nn field on the GPU (``pyode.backends.numba_cpu.adjoint_nn``'s contract,
     but a_theta comes back already summed over samples, shape (1, P))."""
     check_device()
@@ -90,7 +91,7 @@ def adjoint_nn(f, yb, gb, t_arr, tab, rtol, atol, opts, n_norm=None, on_device=F
     dtype = yb.dtype
     P = f.params.size
     W = 2 * D + P + 1
-    k = packed(f, tab, rtol, atol, opts, W, n_norm, dtype)
+    k = packed(f, tab, rtol, atol, opts, W, adjoint_parts(D, D, P, True, seminorm), dtype)
     s = k.tab.shape[0]
     d_a = cuda.device_array((B, D), dtype=dtype)
     d_g_theta = cuda.to_device(np.zeros(P, dtype=dtype))

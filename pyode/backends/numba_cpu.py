@@ -20,6 +20,7 @@ from numba.np.ufunc import parallel as _numba_parallel
 from ..errors import (Float32TimeResolutionError, NonFiniteError, StepSizeUnderflowError,
                       TooManyStepsError)
 from ..kernels.codes import NONFINITE, OK, UNDERFLOW, UNDERFLOW_ULPS
+from ..kernels.numbers import adjoint_parts, forward_parts
 from ..kernels.rk import adjoint_batch, checkpoint_batch, forward_batch, record_batch
 from ..trajectory import SampleSteps
 from .program import packed
@@ -295,11 +296,11 @@ def stats_dict(stats):
                 n_rejected=stats[:, 2].copy())
 
 
-def odeint_nn(f, yb, t_arr, tab, rtol, atol, opts, n_norm=None):
+def odeint_nn(f, yb, t_arr, tab, rtol, atol, opts):
     """Forward solve of an nn field on the CPU kernels; returns ys (T, B, D) and stats."""
     B, D = yb.shape
     y0 = np.ascontiguousarray(yb)
-    k = packed(f, tab, rtol, atol, opts, D, n_norm, y0.dtype)
+    k = packed(f, tab, rtol, atol, opts, D, forward_parts(D), y0.dtype)
     t_out = np.ascontiguousarray(t_arr, dtype=y0.dtype)
     ys = np.empty((t_out.shape[0], B, D), dtype=y0.dtype)
     stats = np.zeros((B, 3), dtype=np.int64)
@@ -311,18 +312,19 @@ def odeint_nn(f, yb, t_arr, tab, rtol, atol, opts, n_norm=None):
     return ys, stats_dict(stats)
 
 
-def adjoint_nn(f, yb, gb, t_arr, tab, rtol, atol, opts, n_norm=None):
+def adjoint_nn(f, yb, gb, t_arr, tab, rtol, atol, opts, seminorm=False):
     """Adjoint backward pass of an nn field on the CPU kernels (``adjoint.backward_pass``).
 
-    Returns (a (B, D), a_theta (B, P), dLdt (T,), stats, recon (B,)); ``n_norm`` limits the
-    backward error norm to the first n_norm components ([z, a] for the seminorm).
+    Returns (a (B, D), a_theta (B, P), dLdt (T,), stats, recon (B,)). The backward error
+    norm is the largest of the RMS norms of z, a, a_θ and a_t (``kernels.numbers``), of z and a
+    only with ``seminorm``.
     """
     T, B, D = yb.shape
     P = f.params.size
     W = 2 * D + P + 1
     ys = np.ascontiguousarray(yb)
     gs = np.ascontiguousarray(gb, dtype=ys.dtype)
-    k = packed(f, tab, rtol, atol, opts, W, n_norm, ys.dtype)
+    k = packed(f, tab, rtol, atol, opts, W, adjoint_parts(D, D, P, True, seminorm), ys.dtype)
     t_out = np.ascontiguousarray(t_arr, dtype=ys.dtype)
     a = np.empty((B, D), dtype=ys.dtype)
     a_theta = np.empty((B, P), dtype=ys.dtype)
@@ -402,7 +404,7 @@ def checkpoint_forward_nn(f, yb, t_arr, tab, rtol, atol, opts, every):
     """
     B, D = yb.shape
     y0 = np.ascontiguousarray(yb)
-    k = packed(f, tab, rtol, atol, opts, D, None, y0.dtype)
+    k = packed(f, tab, rtol, atol, opts, D, forward_parts(D), y0.dtype)
     t_out = np.ascontiguousarray(t_arr, dtype=y0.dtype)
     room = _record_room(t_arr, tab, opts)
     ys, stats, steps, y_ck = _record(k, y0, t_out, every, room, opts)
@@ -455,7 +457,7 @@ def _resized(x, n, axis):
     return out
 
 
-def checkpoint_nn(f, yb, gb, t_arr, tab, record, rtol, atol, opts, n_norm=None, n_slots=None):
+def checkpoint_nn(f, yb, gb, t_arr, tab, record, rtol, atol, opts, seminorm=False, n_slots=None):
     """Backward pass of the checkpointed adjoint of an nn field on the CPU kernels.
 
     ``pyode.checkpoint.checkpoint_pass`` for every sample: the same steps, replays and
@@ -474,9 +476,9 @@ def checkpoint_nn(f, yb, gb, t_arr, tab, record, rtol, atol, opts, n_norm=None, 
         Tolerances of the backward solve of [a, a_θ, a_t].
     opts : dict
         The method's options (``pyode.solvers.check_options``).
-    n_norm : int, optional
-        Leading components of [a, a_θ, a_t] in the error norm (D for the seminorm; all by
-        default).
+    seminorm : bool
+        The backward error norm controls a only (default: the largest of the RMS norms of a,
+        a_θ and a_t).
     n_slots : int, optional
         Replayed segments a sample holds at once (``REPLAY_SLOTS_PER_STAGE`` · s + 2 by
         default; never more than its segments). Scratch per sample: n_slots · L · (s + 2) · D
@@ -495,7 +497,7 @@ def checkpoint_nn(f, yb, gb, t_arr, tab, record, rtol, atol, opts, n_norm=None, 
     W = D + P + 1
     ys = np.ascontiguousarray(yb)
     gs = np.ascontiguousarray(gb, dtype=ys.dtype)
-    k = packed(f, tab, rtol, atol, opts, W, n_norm, ys.dtype)
+    k = packed(f, tab, rtol, atol, opts, W, adjoint_parts(0, D, P, True, seminorm), ys.dtype)
     t_out = np.ascontiguousarray(t_arr, dtype=ys.dtype)
     every = record.every
     n_segments = int(-(-record.n_steps.max() // every))

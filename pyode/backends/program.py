@@ -13,7 +13,7 @@ import numpy as np
 
 from .. import nn
 from ..kernels.mlp import ACTIVATION_CODES, LINEAR, TIME
-from ..kernels.rk import constants, pack_tableau
+from ..kernels.numbers import constants, pack_tableau
 
 
 def kernel_reason(f):
@@ -82,19 +82,19 @@ class Packed:
     theta : ndarray, shape (P,)
         ``f.params`` in the working dtype.
     tab : ndarray, shape (s, s + 7)
-        The tableau packed by ``kernels.rk.pack_tableau``.
+        The tableau packed by ``kernels.numbers.pack_tableau``.
     cst : ndarray
-        The constants of ``kernels.rk.constants``.
+        The constants of ``kernels.numbers.constants``.
     atol : ndarray, shape (W,)
     mw : int
         Scratch row length (:func:`max_width`).
     """
 
-    def __init__(self, f, tab, rtol, atol, opts, W, n_norm, dtype):
+    def __init__(self, f, tab, rtol, atol, opts, W, parts, dtype):
         self.ops, self.opf = op_table(f, dtype)
         self.theta = np.ascontiguousarray(f.params, dtype=dtype)
         self.tab = pack_tableau(tab, dtype)
-        self.cst = constants(dtype, tab, rtol, opts, n_norm or W)
+        self.cst = constants(dtype, tab, rtol, opts, parts)
         self.atol = np.ascontiguousarray(np.broadcast_to(atol, (W,)), dtype=dtype)
         self.mw = max_width(self.ops)
 
@@ -105,7 +105,7 @@ _CACHE = weakref.WeakKeyDictionary()
 _MAX_ENTRIES = 16
 
 
-def _key(f, tab, rtol, atol, opts, W, n_norm, dtype):
+def _key(f, tab, rtol, atol, opts, W, parts, dtype):
     """What a Packed depends on besides the parameters.
 
     ``tab`` by identity (the entry holds it, so its id cannot be reused while cached); the
@@ -115,16 +115,16 @@ def _key(f, tab, rtol, atol, opts, W, n_norm, dtype):
     atol_key = float(atol) if np.ndim(atol) == 0 else tuple(np.ravel(atol).tolist())
     alphas = tuple(getattr(layer, "alpha", 0.0) for layer in f.layers)
     return (id(tab), id(f.layers), alphas, float(rtol), atol_key,
-            tuple(sorted(opts.items())), W, n_norm, np.dtype(dtype).str)
+            tuple(sorted(opts.items())), W, parts, np.dtype(dtype).str)
 
 
-def packed(f, tab, rtol, atol, opts, W, n_norm, dtype):
+def packed(f, tab, rtol, atol, opts, W, parts, dtype):
     """A :class:`Packed` for this call: the cached arrays, with ``theta`` read from ``f.params``.
 
     Arguments as :class:`Packed`. The returned object is the caller's own (its ``theta`` is
     this call's); the arrays it shares with the cache are never written by the kernels.
     """
-    key = _key(f, tab, rtol, atol, opts, W, n_norm, dtype)
+    key = _key(f, tab, rtol, atol, opts, W, parts, dtype)
     entries = _CACHE.get(f)
     if entries is None:
         entries = _CACHE[f] = {}
@@ -132,7 +132,7 @@ def packed(f, tab, rtol, atol, opts, W, n_norm, dtype):
     if hit is None:
         if len(entries) >= _MAX_ENTRIES:
             entries.pop(next(iter(entries)))
-        hit = entries[key] = (Packed(f, tab, rtol, atol, opts, W, n_norm, dtype), tab, f.layers)
+        hit = entries[key] = (Packed(f, tab, rtol, atol, opts, W, parts, dtype), tab, f.layers)
     k = object.__new__(Packed)
     k.__dict__.update(hit[0].__dict__)
     k.theta = np.ascontiguousarray(f.params, dtype=dtype)
