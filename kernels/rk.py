@@ -3,8 +3,9 @@
 The per-sample drivers here (``register_jitable``: compiled into whichever kernel calls them)
 put together the step formulas of ``kernels.step`` — stage inputs, error norm, controller,
 starting step, dense output, bisection toward a failure — which the batch driver for Python
-fields (``pyode.solvers.integrate_adaptive``) uses too: each formula is written once. The CPU batch kernels below are serial loops over a range of samples, run on several
-Python threads at once by ``pyode.backends.numba_cpu.run_kernel``; ``kernels.cuda`` runs one
+fields (``pyode.solvers.integrate_adaptive``) uses too: each formula is written once. The CPU
+batch kernels below are serial loops over a range of samples, run on several Python threads at
+once by ``pyode.backends.numba_cpu.run_kernel``; ``kernels.cuda`` runs one
 sample per GPU thread. Samples share nothing but the read-only parameters: that is
 per-sample step control.
 
@@ -17,8 +18,9 @@ right-hand side the checkpointed adjoint's, with y(t) replayed from the record
 
 Kernels never validate and never raise: a failing sample stores a status code and
 (t, dt, nfev) in ``fail``, and its wrapper (``pyode.backends.numba_cpu`` or
-``pyode.backends.cuda``) raises the matching ``pyode.errors`` exception. This package imports nothing of ``pyode``:
-the numbers it shares with the NumPy reference live in ``kernels.codes``.
+``pyode.backends.cuda``) raises the matching ``pyode.errors`` exception. This package imports
+nothing of ``pyode``: the numbers it shares with ``pyode`` live in ``kernels.codes`` and
+``kernels.numbers``.
 
 Argument groups
 ---------------

@@ -135,9 +135,9 @@ def scaled_norm(x, y, y_new, atol, cst):
     """The error norm ‖x‖ of one sample (HNW I, §II.4, eq. (4.11)), part by part.
 
     The state is split into parts by the boundaries in ``cst`` (``kernels.numbers``: part p
-    holds components cst[C_PARTS + p] … cst[C_PARTS + p + 1] − 1); each of the first ``cst[C_N_PARTS]`` parts gets
-    its own scaled RMS and the norm is their maximum. A forward solve has one part (all of y).
-    The adjoint's [z, a, a_θ, a_t] has four: each is controlled on its own scale, so the P
+    holds components cst[C_PARTS + p] … cst[C_PARTS + p + 1] − 1); each of the first
+    ``cst[C_N_PARTS]`` parts gets its own scaled RMS and the norm is their maximum. A forward
+    solve has one part (all of y). The adjoint's [z, a, a_θ, a_t] has four: each is controlled on its own scale, so the P
     parameter quadratures cannot dilute the control of z and a (in one RMS over all 2D + P + 1
     components they did, 8–18× on the spiral MLP). The seminorm (Kidger, Chen & Lyons 2021)
     takes the first parts only. Design decision: torchdiffeq also takes the max over its

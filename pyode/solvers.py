@@ -798,12 +798,6 @@ def _real_array(value, name, want):
     return raw.astype(np.float64)
 
 
-def fixed_step_counts(t_out, step_size):
-    """Steps per output interval of the fixed-step methods: ⌈|Δt| / step_size⌉ (at least 1)."""
-    return np.maximum(1, np.ceil(np.abs(np.diff(t_out)) / step_size * (1.0 - 1e-12))).astype(
-        np.int64)
-
-
 def check_step_count(t_out, opts):
     """Fixed-step methods: refuse up front a step count above ``max_num_steps``.
 

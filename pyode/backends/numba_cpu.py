@@ -22,6 +22,7 @@ from ..errors import (Float32TimeResolutionError, NonFiniteError, StepSizeUnderf
 from ..kernels.codes import NONFINITE, OK, UNDERFLOW, UNDERFLOW_ULPS
 from ..kernels.numbers import adjoint_parts, forward_parts
 from ..kernels.rk import adjoint_batch, checkpoint_batch, forward_batch, record_batch
+from ..solvers import fixed_step_counts
 from ..trajectory import SampleSteps
 from .program import packed
 
@@ -424,10 +425,9 @@ def _record_room(t_arr, tab, opts):
     """Steps per sample the first recording pass stores (``checkpoint_forward_nn``)."""
     if tab.adaptive:
         return max(1, min(RECORD_STEPS, opts["max_num_steps"]))
-    # The step count of pyode.solvers.integrate_fixed; the kernel counts in its own dtype,
-    # so a float32 solve may take one more (then recorded again).
-    n = np.ceil(np.abs(np.diff(t_arr)) / opts["step_size"] * (1.0 - 1e-12))
-    return int(np.maximum(n, 1).sum())
+    # The step count of pyode.solvers.integrate_fixed (in float64); the kernel counts in its
+    # own dtype, so a float32 solve may take one more (then recorded again).
+    return int(fixed_step_counts(t_arr, opts["step_size"]).sum())
 
 
 def _record(k, y0, t_out, every, room, opts):
