@@ -136,13 +136,13 @@ def scaled_norm(x, y, y_new, atol, cst):
 
     The state is split into parts by the boundaries in ``cst`` (``kernels.numbers``: part p
     holds components cst[C_PARTS + p] … cst[C_PARTS + p + 1] − 1); each of the first
-    ``cst[C_N_PARTS]`` parts gets its own scaled RMS and the norm is their maximum. A forward
-    solve has one part (all of y). The adjoint's [z, a, a_θ, a_t] has four: each is controlled on its own scale, so the P
-    parameter quadratures cannot dilute the control of z and a (in one RMS over all 2D + P + 1
+    ``cst[C_N_PARTS]`` parts gets its own scaled RMS and the norm is their maximum (empty
+    parts are skipped). A forward solve has one part (all of y). The adjoint's
+    [z, a, a_θ, a_t] has four: each is controlled on its own scale, so the P parameter
+    quadratures cannot dilute the control of z and a (in one RMS over all 2D + P + 1
     components they did, 8–18× on the spiral MLP). The seminorm (Kidger, Chen & Lyons 2021)
-    takes the first parts only. Design decision: torchdiffeq also takes the max over its
+    takes the first two parts only. Design decision: torchdiffeq also takes the max over its
     tensors' RMS norms; scipy and diffrax take one RMS over the whole state.
-    Empty parts are skipped.
     """
     norm = cst[C_ZERO]
     for p in range(int(cst[C_N_PARTS])):
