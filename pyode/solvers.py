@@ -221,12 +221,13 @@ def initial_step(ev, t0, y0, f0, t_end, num, rows=None):
     y0, f0 = _as_rows(y0), _as_rows(f0)
     probe = np.empty_like(y0)
     h0, d1 = np.empty(n), np.empty(n)
-    initial_probe_rows(y0, f0, num.atol, span, direction, probe, num.cst, h0, d1)
-    with np.errstate(over="ignore", invalid="ignore"):
+    # (errstate: under NUMBA_DISABLE_JIT=1 the row maps are NumPy scalar code)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        initial_probe_rows(y0, f0, num.atol, span, direction, probe, num.cst, h0, d1)
         f1 = _as_rows(ev(t0 + direction * h0, probe, np.arange(n) if rows is None else rows))
-    h = np.empty(n)
-    initial_choice_rows(y0, f0, f1, np.empty_like(f1), num.atol, h0, d1,
-                        np.asarray(t0, dtype=np.float64), span, num.cst, h)
+        h = np.empty(n)
+        initial_choice_rows(y0, f0, f1, np.empty_like(f1), num.atol, h0, d1,
+                            np.asarray(t0, dtype=np.float64), span, num.cst, h)
     return h
 
 
@@ -349,6 +350,32 @@ def integrate_fixed(ev, y0, t_out, tab, step_size, on_step=None, jump=None):
     return ys, stats
 
 
+#: dtypes whose row maps (``kernels.rows``) this process has announced (``_log_row_maps``).
+_ROW_MAPS_SEEN = set()
+#: About how long the row maps take to compile on 2 cores, per dtype (measured 4.0–4.3 s).
+ROW_MAPS_COMPILE_SECONDS = "4"
+
+
+def _log_row_maps(dtype):
+    """Log at INFO, once per dtype and process, when Numba is about to compile the row maps of
+    a Python field's first solve (not when its disk cache holds them), as the kernels' compile
+    log does (``pyode.backends.numba_cpu.call_with_compile_log``)."""
+    key = np.dtype(dtype).name
+    if key in _ROW_MAPS_SEEN or not hasattr(judge_rows, "py_func"):
+        return
+    _ROW_MAPS_SEEN.add(key)
+    from .backends.numba_cpu import LOG, _code_source
+    f64, fw = np.zeros(1), np.zeros(1, dtype=dtype)
+    i64, flag = np.zeros(1, dtype=np.int64), np.zeros(1, dtype=bool)
+    yw, Kw = np.zeros((1, 1), dtype=dtype), np.zeros((1, 1, 1), dtype=dtype)
+    probe = (i64, yw, yw, Kw, yw, f64, fw, f64, fw, f64, f64, fw, flag, f64, i64, 1.0, fw,
+             flag, flag, f64)
+    if _code_source(judge_rows, probe) == "compile":
+        LOG.info("compiling pyode's step formulas for Python fields (kernels/rows.py) for %s "
+                 "(first use, about %s s on 2 cores; then cached on disk)", key,
+                 ROW_MAPS_COMPILE_SECONDS)
+
+
 def integrate_adaptive(ev, y0, t_out, tab, rtol, atol, first_step=None,
                        max_num_steps=DEFAULT_MAX_NUM_STEPS, norm_parts=None, on_step=None,
                        jump=None):
@@ -407,6 +434,7 @@ def integrate_adaptive(ev, y0, t_out, tab, rtol, atol, first_step=None,
     B, D = y0.shape
     s = tab.n_stages
     dtype = y0.dtype
+    _log_row_maps(dtype)
     num = StepNumbers(tab, dtype, rtol, atol, D, norm_parts)
     t_end = t_out[-1]
     direction = 1.0 if t_end > t_out[0] else -1.0
@@ -468,9 +496,10 @@ def integrate_adaptive(ev, y0, t_out, tab, rtol, atol, first_step=None,
             y_new = rk_step(ev, ta, ya, ha, t_new, k1a, tab, K, active)
         nfev[active] += s - 1
         accept, finite, h_next = np.empty(n, dtype=bool), np.empty(n, dtype=bool), np.empty(n)
-        judge_rows(active, ya, y_new, K, np.empty_like(ya), tab.c, num.b_err, ta, h_w, ha,
-                   t_new, num.atol, rejected, t_bad, bisected, direction, num.cst, accept,
-                   finite, h_next)
+        with np.errstate(over="ignore", invalid="ignore"):   # NUMBA_DISABLE_JIT=1: the
+            judge_rows(active, ya, y_new, K, np.empty_like(ya), tab.c, num.b_err, ta, h_w,
+                       ha, t_new, num.atol, rejected, t_bad, bisected, direction, num.cst,
+                       accept, finite, h_next)                  # squares may overflow
         n_rej[active[~accept]] += 1
         nonfinite[active] = ~finite
 

@@ -152,3 +152,29 @@ def test_precompile_with_the_jit_disabled_says_so():
                           env={**os.environ, "NUMBA_DISABLE_JIT": "1"})
     assert proc.returncode == 1
     assert "NUMBA_DISABLE_JIT=1" in proc.stderr and proc.stdout == ""
+
+
+ROW_MAPS_SCRIPT = """
+import logging
+import numpy as np
+import pyode
+logging.basicConfig(level=logging.INFO)
+ys = pyode.odeint(lambda t, y: -y, np.ones(2), np.array([0.0, 1.0]))
+print(repr(float(ys[-1, 0])))
+"""
+
+
+def test_row_maps_of_python_fields_log_their_cold_compile_once(tmp_path):
+    """A Python field's first solve compiles kernels/rows.py: logged when Numba compiles them,
+    silent when a later process finds them in the disk cache (so the probe's signature is the
+    one the driver really calls)."""
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path), PYTHONPATH=str(REPO))
+    env.pop("NUMBA_DISABLE_JIT", None)
+    runs = [subprocess.run([sys.executable, "-c", ROW_MAPS_SCRIPT], env=env, cwd=tmp_path,
+                           capture_output=True, text=True, timeout=300) for _ in range(2)]
+    for proc in runs:
+        assert proc.returncode == 0, proc.stderr
+        assert float(proc.stdout) == pytest.approx(np.exp(-1.0), rel=1e-6)
+    message = "compiling pyode's step formulas for Python fields"
+    assert runs[0].stderr.count(message) == 1, runs[0].stderr
+    assert message not in runs[1].stderr, runs[1].stderr
