@@ -67,7 +67,7 @@ from typing import Any, Callable
 import numpy as np
 from numpy.typing import ArrayLike
 
-from .backward import adjoint_solve
+from .backward import TIME_GRADIENT_NOTE, adjoint_solve
 from .checkpoint import checkpoint_pass
 from .discrete import discrete_pass
 from .errors import AdjointReconstructionWarning, NonFiniteError
@@ -179,9 +179,11 @@ def odeint_adjoint(f: VectorField, y0: ArrayLike, t: ArrayLike, method: str = "d
         every k-th accepted step (int ≥ 1, default 1).
     time_gradients : bool
         Compute dL/dt (default True). With False, ``vjp(...).t`` is None and nothing of the
-        time gradient is computed: "backsolve" carries no a_t channel in its backward state
-        (cheaper, and a ∂f/∂t that is infinite at t0, as for y' = p·√t, no longer matters)
-        and skips the evaluations of g_i · f(t_i, y_i).
+        time gradient is computed: "backsolve" and "checkpoint" carry no a_t channel in their
+        backward error control (cheaper, and a ∂f/∂t that is infinite at t0, as for
+        y' = p·√t, no longer matters) and skip the evaluations of g_i · f(t_i, y_i);
+        "discrete" leaves out the cotangents of the step times and sizes (the t-part of the
+        field's vjp is not read); "forward" skips its T evaluations of f.
     args : tuple, optional
         Extra arguments of the field, as in :func:`pyode.odeint` (default ``()``), handed to
         ``f(t, y, *args)`` and after the field's own arguments to ``f.vjp(t, y, v, *args)``,
@@ -294,11 +296,17 @@ def _raise_if_gradient_nonfinite(a, a_theta, dLdt, t0, stats):
     parts = (("dL/dy0", a), ("dL/dθ", a_theta), ("dL/dt", dLdt))
     bad = [name for name, x in parts if x is not None and isinstance(x, np.ndarray)
            and not np.all(np.isfinite(x))]
-    if bad:
-        nfev = int(np.max(stats["nfev"])) if "nfev" in stats else 0
-        raise NonFiniteError(f"The gradient {', '.join(bad)} is not finite (it overflows the "
-                             "largest float: the state or dL/dys is too large; rescale the "
-                             "problem)", t0, 0.0, nfev)
+    if not bad:
+        return
+    nfev = int(np.max(stats["nfev"])) if "nfev" in stats else 0
+    if bad == ["dL/dt"]:
+        # dL/dy0 and dL/dθ are finite: more likely a ∂f/∂t that is infinite or huge somewhere
+        # (y' = p·√t at t = 0) than an overflow, which would spoil the others too.
+        raise NonFiniteError("The gradient dL/dt is not finite while dL/dy0 and dL/dθ are; "
+                             f"{TIME_GRADIENT_NOTE}", t0, 0.0, nfev)
+    raise NonFiniteError(f"The gradient {', '.join(bad)} is not finite (it overflows the "
+                         "largest float: the state or dL/dys is too large; rescale the "
+                         "problem)", t0, 0.0, nfev)
 
 
 def _check_device_grad(grad_ys, ys):
@@ -459,7 +467,7 @@ def _run_discrete(f, y0, t, method, rtol, atol, adjoint_tols, options, backend, 
 
     def backward(gb):
         return discrete_pass(f, ys, gb, prob.t, prob.tab, record, squeeze=prob.squeeze,
-                             args=args)
+                             time_gradients=aopts["time_gradients"], args=args)
 
     return ys, _info(stats, prob.tab, prob.squeeze), backward, prob.squeeze
 
@@ -471,7 +479,8 @@ def _run_forward(f, y0, t, method, rtol, atol, adjoint_tols, options, backend, a
                                      prob.opts, prob.squeeze, args)
 
     def backward(gb):
-        a, a_theta, dLdt, stats = sensitivity_vjp(f, ys, S, gb, prob.t, prob.squeeze, args)
+        a, a_theta, dLdt, stats = sensitivity_vjp(f, ys, S, gb, prob.t, prob.squeeze, args,
+                                                  aopts["time_gradients"])
         return a, a_theta.sum(axis=0), dLdt, stats             # per sample → summed
 
     return ys, _info(stats, prob.tab, prob.squeeze), backward, prob.squeeze

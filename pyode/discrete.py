@@ -78,7 +78,7 @@ from .protocol import n_params, row_args, vjp_rows
 from .solvers import stage_time
 
 
-def discrete_pass(f, ys, gs, t_out, tab, record, squeeze=True, args=()):
+def discrete_pass(f, ys, gs, t_out, tab, record, squeeze=True, time_gradients=True, args=()):
     """Backward pass of the discrete adjoint, all samples in lockstep (module docstring).
 
     Parameters
@@ -95,6 +95,10 @@ def discrete_pass(f, ys, gs, t_out, tab, record, squeeze=True, args=()):
     squeeze : bool
         Call the field with 1-D arguments (a float t, (D,) arrays), as for a 1-D problem;
         only for B = 1 (ignored otherwise). Without it: t (n,) and (n, D) arrays.
+    time_gradients : bool
+        Compute dL/dt (True), or skip the cotangents of the step times and sizes and return
+        ``dLdt`` None; the vjp's t-part is then not read, so a ∂f/∂t that is infinite at a
+        stage (y' = p·√t at t = 0) does not matter.
     args : tuple
         Extra arguments of the field's vjp, ``f.vjp(t, y, v, *args)`` (``pyode.protocol.
         row_args``: arrays with one entry per row are sliced to the rows of each call).
@@ -103,7 +107,7 @@ def discrete_pass(f, ys, gs, t_out, tab, record, squeeze=True, args=()):
     -------
     a : ndarray, shape (B, D)            dL/dy0 per sample
     a_theta : ndarray, shape (P,)        dL/dθ, summed over the samples
-    dLdt : ndarray, shape (T,)           dL/dt_i, summed over the samples
+    dLdt : ndarray, shape (T,) or None   dL/dt_i, summed over the samples
     stats : dict of ndarray (B,)         nfev (vjp evaluations: stage points of the sample),
                                          n_accepted (steps reversed), n_rejected (0)
     """
@@ -135,18 +139,23 @@ def discrete_pass(f, ys, gs, t_out, tab, record, squeeze=True, args=()):
             pos = np.searchsorted(rows, out_row)
             g = gs[out_i, out_row]
             if tab.adaptive:
-                tb, hb, t_bar_out[out_row, out_i] = _dense_output_vjp(
-                    tab, K, h, t, t_new, t_out[out_i], g, pos, start_bar, K_bar)
-                np.add.at(t_bar, pos, tb)
-                np.add.at(h_bar, pos, hb)
+                tb, hb, ti_bar = _dense_output_vjp(tab, K, h, t, t_new, t_out[out_i], g, pos,
+                                                   start_bar, K_bar)
+                if time_gradients:
+                    t_bar_out[out_row, out_i] = ti_bar
+                    np.add.at(t_bar, pos, tb)
+                    np.add.at(h_bar, pos, hb)
             else:
                 np.add.at(y_new_bar, pos, g)    # fixed steps land on the output time
         # Reverse the step (module docstring): K̄_j += h b_j ȳ_new, ȳ = ȳ_new,
-        # h̄ = ȳ_new · Σ_j b_j K_j; then the stages, last to first.
+        # h̄ = ȳ_new · Σ_j b_j K_j; then the stages, last to first. (Without time_gradients
+        # t̄ and h̄ are left at zero: nothing else reads them.)
         start_bar += y_new_bar
         K_bar += (h[None, :] * b[:, None])[:, :, None] * y_new_bar[None]
-        step_h_bar = np.sum(y_new_bar * _combine(b, K), axis=1)
+        step_h_bar = np.zeros(n_rows)
         step_t_bar = np.zeros(n_rows)
+        if time_gradients:
+            step_h_bar = np.sum(y_new_bar * _combine(b, K), axis=1)
         for j in range(tab.n_stages - 1, -1, -1):
             used = np.any(K_bar[j] != 0, axis=1)
             if not np.any(used):
@@ -159,11 +168,15 @@ def discrete_pass(f, ys, gs, t_out, tab, record, squeeze=True, args=()):
             Y_bar, th_bar, tau_bar = vjp(tau, Y_j, K_bar[j, sel], rows[sel])
             nfev[rows[sel]] += 1
             theta_bar += th_bar
-            step_t_bar[sel] += tau_bar
-            step_h_bar[sel] += c[j] * tau_bar
             start_bar[sel] += Y_bar
             K_bar[:j, sel] += (h_s[None, :] * A[j, :j, None])[:, :, None] * Y_bar[None]
-            step_h_bar[sel] += np.sum(Y_bar * incr, axis=1)
+            if time_gradients:
+                step_t_bar[sel] += tau_bar
+                step_h_bar[sel] += c[j] * tau_bar
+                step_h_bar[sel] += np.sum(Y_bar * incr, axis=1)
+        y_bar[rows] = start_bar
+        if not time_gradients:
+            continue
         t_bar += step_t_bar
         h_bar += step_h_bar
         # Map the cotangents of (t_n, h_n) onto the output times (module docstring).
@@ -176,11 +189,11 @@ def discrete_pass(f, ys, gs, t_out, tab, record, squeeze=True, args=()):
             interval, k, m = st.interval[step], st.index[step], st.count[step]
             t_bar_out[rows, interval - 1] += t_bar * (1.0 - k / m) - h_bar / m
             t_bar_out[rows, interval] += t_bar * (k / m) + h_bar / m
-        y_bar[rows] = start_bar
     stats = {"nfev": nfev, "n_accepted": st.N.copy(),
              "n_rejected": np.zeros(B, dtype=np.int64)}
     a = (y_bar + gs[0]).astype(ys.dtype, copy=False)
-    return a, theta_bar.astype(ys.dtype), t_bar_out.sum(axis=0), stats
+    dLdt = t_bar_out.sum(axis=0) if time_gradients else None
+    return a, theta_bar.astype(ys.dtype), dLdt, stats
 
 
 class _Steps:

@@ -111,7 +111,7 @@ def sensitivity_solve(f, yb, t_out, tab, rtol, atol, opts, squeeze, args=()):
     return out[:, :, :D], out[:, :, D:].reshape(T, B, D, C), stats
 
 
-def sensitivity_vjp(f, ys, S, gs, t_out, squeeze, args=()):
+def sensitivity_vjp(f, ys, S, gs, t_out, squeeze, args=(), time_gradients=True):
     """Contract the stored sensitivities with dL/dys (module docstring).
 
     Parameters
@@ -123,23 +123,29 @@ def sensitivity_vjp(f, ys, S, gs, t_out, squeeze, args=()):
     t_out : ndarray, shape (T,)
     args : tuple
         Extra arguments of ``f(t, y, *args)``, as for :func:`sensitivity_solve`.
+    time_gradients : bool
+        Compute dL/dt (True), or skip its T evaluations of f and return ``dLdt`` None.
 
     Returns
     -------
-    a : ndarray (B, D), a_theta : ndarray (B, P), dLdt : ndarray (T,), stats : dict of (B,)
-        As the other backward passes; nfev counts the T evaluations of f for dL/dt.
+    a : ndarray (B, D), a_theta : ndarray (B, P), dLdt : ndarray (T,) or None, stats : dict
+        As the other backward passes; nfev counts the T evaluations of f for dL/dt (0
+        without ``time_gradients``).
     """
     T, B, D = ys.shape
     ev = batch_field(f, squeeze, None, row_args(args, None if squeeze else B))
     per_time = np.einsum("tbd,tbdc->tbc", gs, S)       # g_iᵀ S(t_i), shape (T, B, D + P)
     a = per_time[:, :, :D].sum(axis=0)
     a_theta = per_time[:, :, D:].sum(axis=0)
-    dLdt = np.zeros(T)
-    every_row = np.arange(B)
-    for i in range(1, T):
-        dLdt[i] = np.sum(gs[i] * ev(np.full(B, t_out[i]), ys[i], every_row))
-    f0 = ev(np.full(B, t_out[0]), ys[0], every_row)
-    dLdt[0] = -np.sum(per_time[1:, :, :D].sum(axis=0) * f0)
-    stats = dict(nfev=np.full(B, T, dtype=np.int64), n_accepted=np.zeros(B, dtype=np.int64),
+    dLdt = None
+    if time_gradients:
+        dLdt = np.zeros(T)
+        every_row = np.arange(B)
+        for i in range(1, T):
+            dLdt[i] = np.sum(gs[i] * ev(np.full(B, t_out[i]), ys[i], every_row))
+        f0 = ev(np.full(B, t_out[0]), ys[0], every_row)
+        dLdt[0] = -np.sum(per_time[1:, :, :D].sum(axis=0) * f0)
+    stats = dict(nfev=np.full(B, T if time_gradients else 0, dtype=np.int64),
+                 n_accepted=np.zeros(B, dtype=np.int64),
                  n_rejected=np.zeros(B, dtype=np.int64))
     return a.astype(ys.dtype), a_theta.astype(ys.dtype), dLdt, stats

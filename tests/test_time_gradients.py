@@ -74,12 +74,15 @@ class SqrtTimePerSample(SqrtTime):
 
 @pytest.mark.parametrize("method, make", [("backsolve", SqrtTime),
                                           ("backsolve", SqrtTimePerSample),
-                                          ("checkpoint", SqrtTimePerSample)])
+                                          ("checkpoint", SqrtTimePerSample),
+                                          ("discrete", SqrtTime),
+                                          ("forward", SqrtTime)])
 def test_infinite_time_derivative_at_t0(method, make):
     # L = y(0) + y(1) = 2 y0 + (2/3) p, so dL/dp = 2/3 and dL/dy0 = 2; dL/dt0 = −f(0)·… is
-    # finite, but the integrand of a_t, −a ∂f/∂t, is infinite at t = 0. (Checkpoint needs
-    # vjp_per_sample here: its state is a alone, which is constant, so without a_θ in the state
-    # nothing would limit the step — README, "What a Python field is called with in a batch".)
+    # finite, but the integrand of a_t, −a ∂f/∂t, is infinite at t = 0, and so is the t-part
+    # of the vjp at the first stage that "discrete" reverses. (Checkpoint needs vjp_per_sample
+    # here: its state is a alone, which is constant, so without a_θ in the state nothing would
+    # limit the step — README, "What a Python field is called with in a batch".)
     f = make()
     kw = dict(rtol=1e-9, atol=1e-11, adjoint_method=method, backend="numpy")
     ys, vjp = odeint_adjoint(f, [0.0], [0.0, 1.0], time_gradients=False, **kw)
@@ -88,8 +91,32 @@ def test_infinite_time_derivative_at_t0(method, make):
     np.testing.assert_allclose(g.y0, [2.0], rtol=1e-9)
     assert g.t is None
     ys, vjp = odeint_adjoint(f, [0.0], [0.0, 1.0], **kw)
-    with pytest.raises(NonFiniteError, match=r"backward \(adjoint\) solve.*time_gradients=False"):
+    if method == "forward":
+        # No integral of ∂f/∂t: dL/dt0 = −a(t0⁺)·f(0, y0) = 0, dL/dt1 = f(1, y1) = p = 2.
+        np.testing.assert_allclose(vjp(np.ones_like(ys)).t, [0.0, 2.0], atol=1e-12)
+        return
+    where = (r"The gradient dL/dt is not finite while dL/dy0 and dL/dθ are" if method == "discrete"
+             else r"backward \(adjoint\) solve")
+    with pytest.raises(NonFiniteError, match=where + ".*time_gradients=False") as info:
         vjp(np.ones_like(ys))
+    assert "rescale" not in str(info.value)
+
+
+@pytest.mark.parametrize("method", ["discrete", "forward"])
+def test_without_time_gradients_no_time_gradient_work(method):
+    # "forward": the T evaluations of f for dL/dt are skipped; "discrete": the vjp calls are
+    # the same (their y- and θ-parts are needed), and the gradients agree with time_gradients.
+    f = LotkaVolterra()
+    y0, t = np.array([1.0, 2.0]), np.linspace(0.0, 2.0, 6)
+    kw = dict(rtol=1e-8, atol=1e-10, adjoint_method=method, backend="numpy")
+    ys, vjp = odeint_adjoint(f, y0, t, **kw)
+    g = vjp(np.ones_like(ys))
+    ys, vjp = odeint_adjoint(f, y0, t, time_gradients=False, **kw)
+    g_no_t = vjp(np.ones_like(ys))
+    assert g_no_t.t is None
+    assert g_no_t.info.nfev == (0 if method == "forward" else g.info.nfev)
+    np.testing.assert_array_equal(g_no_t.params, g.params)
+    np.testing.assert_array_equal(g_no_t.y0, g.y0)
 
 
 def test_time_gradients_must_be_a_bool():
