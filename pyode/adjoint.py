@@ -412,6 +412,8 @@ def _run_backsolve(f, y0, t, method, rtol, atol, adjoint_tols, options, backend,
         kernels = kernel_module(f, backend)
         if kernels is not None:
             kw = {"seminorm": True} if seminorm else {}
+            if not aopts["time_gradients"]:
+                kw["time_gradients"] = False    # a_t leaves the kernels' error norm
             if is_device_array(yb) or is_device_array(gb):
                 kw["on_device"] = True          # backend='cuda': keep dL/dy0 on the device
             a, a_theta, dLdt, stats, recon = kernels.adjoint_nn(f, yb, gb, t_arr, tab, a_rtol,
@@ -443,9 +445,9 @@ def _run_checkpoint(f, y0, t, method, rtol, atol, adjoint_tols, options, backend
                                                           every)
 
         def backward(gb):
-            a, a_theta, dLdt, stats = kernels.checkpoint_nn(f, ys, gb, prob.t, prob.tab, record,
-                                                            a_rtol, a_atol, prob.opts,
-                                                            seminorm)
+            a, a_theta, dLdt, stats = kernels.checkpoint_nn(
+                f, ys, gb, prob.t, prob.tab, record, a_rtol, a_atol, prob.opts, seminorm,
+                time_gradients=aopts["time_gradients"])
             return a, a_theta.sum(axis=0), dLdt, stats       # per sample → summed
     else:
         record = StepRecorder(prob.yb.shape[0], every=every)

@@ -61,7 +61,8 @@ sample reaches a new segment.
 Kernel hook: a kernel module (``pyode.solvers.kernel_module``) may provide
 ``checkpoint_forward_nn(f, yb, t, tab, rtol, atol, opts, every) -> (ys, stats, record)`` with a
 ``record.sample(b) -> SampleSteps`` and ``checkpoint_nn(f, ys, gs, t, tab, record, rtol, atol,
-opts, seminorm) -> (a, a_theta, dLdt, stats)``; ``odeint_adjoint`` uses them when present and runs this
+opts, seminorm, time_gradients=...) -> (a, a_theta, dLdt, stats)`` (dLdt None without
+``time_gradients``); ``odeint_adjoint`` uses them when present and runs this
 module's NumPy path otherwise. The Numba CPU back end (``pyode.backends.numba_cpu``, over
 ``pyode.kernels.rk``'s section "Checkpointed adjoint") provides them: the same steps, replays
 and counts as this module.

@@ -114,3 +114,22 @@ def test_adjoint_with_device_arrays():
         odeint_adjoint(f, cuda.to_device(y0), t, backend="cuda", adjoint_method="discrete")
     with pytest.raises(TypeError, match="device array"):
         odeint_adjoint(f, cuda.to_device(y0), t, backend="numba", adjoint_method="discrete")
+
+
+def test_without_time_gradients_the_steps_of_the_numpy_path():
+    # As tests/test_time_gradients.py for the CPU kernels: with time_gradients=False a_t leaves
+    # the backward error norm, so the steps are those of the NumPy path (which has no a_t).
+    f = nn.MLP([2, 16, 2], time_input=True, seed=0)
+    y0 = np.random.default_rng(1).normal(size=(8, 2))
+    t = np.linspace(0.0, 1.0, 6)
+    w = np.random.default_rng(11).normal(size=(6, 8, 2))
+    kw = dict(rtol=1e-9, atol=1e-11, time_gradients=False)
+    gc = odeint_adjoint(f, y0, t, backend="cuda", **kw)[1](w)
+    gn = odeint_adjoint(f, y0, t, backend="numba", **kw)[1](w)
+    ref = odeint_adjoint(f, y0, t, backend="numpy", **kw)[1](w)
+    assert gc.t is None and gn.t is None
+    np.testing.assert_array_equal(gc.info.nfev, gn.info.nfev)
+    np.testing.assert_array_equal(gc.info.n_accepted, ref.info.n_accepted)
+    np.testing.assert_array_equal(gc.info.n_rejected, ref.info.n_rejected)
+    for name in ("y0", "params"):
+        _close(getattr(gc, name), getattr(gn, name), F64_TOL)

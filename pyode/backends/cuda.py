@@ -83,15 +83,18 @@ def odeint_nn(f, yb, t_arr, tab, rtol, atol, opts, on_device=False):
     return ys, stats_dict(stats)
 
 
-def adjoint_nn(f, yb, gb, t_arr, tab, rtol, atol, opts, seminorm=False, on_device=False):
-    """Adjoint backward pass of an nn field on the GPU (``pyode.backends.numba_cpu.adjoint_nn``'s contract,
-    but a_theta comes back already summed over samples, shape (1, P))."""
+def adjoint_nn(f, yb, gb, t_arr, tab, rtol, atol, opts, seminorm=False, on_device=False,
+               time_gradients=True):
+    """Adjoint backward pass of an nn field on the GPU (``pyode.backends.numba_cpu.adjoint_nn``'s
+    contract, ``time_gradients`` included, but a_theta comes back already summed over samples,
+    shape (1, P))."""
     check_device()
     T, B, D = yb.shape
     dtype = yb.dtype
     P = f.params.size
     W = 2 * D + P + 1
-    k = packed(f, tab, rtol, atol, opts, W, adjoint_parts(D, D, P, True, seminorm), dtype)
+    k = packed(f, tab, rtol, atol, opts, W, adjoint_parts(D, D, P, time_gradients, seminorm),
+               dtype)
     s = k.tab.shape[0]
     d_a = cuda.device_array((B, D), dtype=dtype)
     d_g_theta = cuda.to_device(np.zeros(P, dtype=dtype))
@@ -114,5 +117,5 @@ def adjoint_nn(f, yb, gb, t_arr, tab, rtol, atol, opts, seminorm=False, on_devic
     raise_failure(d_status.copy_to_host(), d_fail.copy_to_host(), stats,
                      " in the adjoint (backward) solve", opts.get("max_num_steps"))
     a = d_a if on_device else d_a.copy_to_host()
-    return (a, d_g_theta.copy_to_host()[None], d_g_t.copy_to_host().astype(np.float64),
-            stats_dict(stats), d_recon.copy_to_host())
+    dLdt = d_g_t.copy_to_host().astype(np.float64) if time_gradients else None
+    return a, d_g_theta.copy_to_host()[None], dLdt, stats_dict(stats), d_recon.copy_to_host()

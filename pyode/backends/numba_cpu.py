@@ -313,19 +313,22 @@ def odeint_nn(f, yb, t_arr, tab, rtol, atol, opts):
     return ys, stats_dict(stats)
 
 
-def adjoint_nn(f, yb, gb, t_arr, tab, rtol, atol, opts, seminorm=False):
+def adjoint_nn(f, yb, gb, t_arr, tab, rtol, atol, opts, seminorm=False, time_gradients=True):
     """Adjoint backward pass of an nn field on the CPU kernels (``adjoint.backward_pass``).
 
-    Returns (a (B, D), a_theta (B, P), dLdt (T,), stats, recon (B,)). The backward error
-    norm is the largest of the RMS norms of z, a, a_θ and a_t (``kernels.numbers``), of z and a
-    only with ``seminorm``.
+    Returns (a (B, D), a_theta (B, P), dLdt (T,) or None, stats, recon (B,)). The backward
+    error norm is the largest of the RMS norms of z, a, a_θ and a_t (``kernels.numbers``), of
+    z and a only with ``seminorm``. Without ``time_gradients`` a_t leaves the norm, so the
+    steps are those of the NumPy path, which does not carry it; the kernel's state keeps its
+    a_t slot (and its T − 1 evaluations of g_i · f, counted in nfev), and dLdt is None.
     """
     T, B, D = yb.shape
     P = f.params.size
     W = 2 * D + P + 1
     ys = np.ascontiguousarray(yb)
     gs = np.ascontiguousarray(gb, dtype=ys.dtype)
-    k = packed(f, tab, rtol, atol, opts, W, adjoint_parts(D, D, P, True, seminorm), ys.dtype)
+    k = packed(f, tab, rtol, atol, opts, W, adjoint_parts(D, D, P, time_gradients, seminorm),
+               ys.dtype)
     t_out = np.ascontiguousarray(t_arr, dtype=ys.dtype)
     a = np.empty((B, D), dtype=ys.dtype)
     a_theta = np.empty((B, P), dtype=ys.dtype)
@@ -338,7 +341,8 @@ def adjoint_nn(f, yb, gb, t_arr, tab, rtol, atol, opts, seminorm=False):
                a, a_theta, gf, recon, stats, status, fail, k.mw, k.cst)
     raise_failure(status, fail, stats, " in the adjoint (backward) solve",
                   opts.get("max_num_steps"))
-    return a, a_theta, gf.sum(axis=0, dtype=np.float64), stats_dict(stats), recon
+    dLdt = gf.sum(axis=0, dtype=np.float64) if time_gradients else None
+    return a, a_theta, dLdt, stats_dict(stats), recon
 
 
 # ---------------------------------------------------------------------------------------------
@@ -457,7 +461,8 @@ def _resized(x, n, axis):
     return out
 
 
-def checkpoint_nn(f, yb, gb, t_arr, tab, record, rtol, atol, opts, seminorm=False, n_slots=None):
+def checkpoint_nn(f, yb, gb, t_arr, tab, record, rtol, atol, opts, seminorm=False, n_slots=None,
+                  time_gradients=True):
     """Backward pass of the checkpointed adjoint of an nn field on the CPU kernels.
 
     ``pyode.checkpoint.checkpoint_pass`` for every sample: the same steps, replays and
@@ -483,12 +488,15 @@ def checkpoint_nn(f, yb, gb, t_arr, tab, record, rtol, atol, opts, seminorm=Fals
         Replayed segments a sample holds at once (``REPLAY_SLOTS_PER_STAGE`` · s + 2 by
         default; never more than its segments). Scratch per sample: n_slots · L · (s + 2) · D
         floats, L = min(every, N) the steps of a segment.
+    time_gradients : bool
+        Return dL/dt (default True). With False a_t leaves the error norm (as
+        :func:`adjoint_nn`), so the steps are those of the NumPy path, and dLdt is None.
 
     Returns
     -------
     a : ndarray (B, D)           dL/dy0 per sample
     a_theta : ndarray (B, P)     dL/dθ per sample
-    dLdt : ndarray (T,)          dL/dt_i, summed over the samples
+    dLdt : ndarray (T,) or None  dL/dt_i, summed over the samples
     stats : dict of ndarray (B,) backward nfev (replays, adjoint and g·f evaluations),
                                  n_accepted and n_rejected steps of the adjoint solve
     """
@@ -497,7 +505,8 @@ def checkpoint_nn(f, yb, gb, t_arr, tab, record, rtol, atol, opts, seminorm=Fals
     W = D + P + 1
     ys = np.ascontiguousarray(yb)
     gs = np.ascontiguousarray(gb, dtype=ys.dtype)
-    k = packed(f, tab, rtol, atol, opts, W, adjoint_parts(0, D, P, True, seminorm), ys.dtype)
+    k = packed(f, tab, rtol, atol, opts, W, adjoint_parts(0, D, P, time_gradients, seminorm),
+               ys.dtype)
     t_out = np.ascontiguousarray(t_arr, dtype=ys.dtype)
     every = record.every
     n_segments = int(-(-record.n_steps.max() // every))
@@ -522,4 +531,5 @@ def checkpoint_nn(f, yb, gb, t_arr, tab, record, rtol, atol, opts, seminorm=Fals
                k.cst)
     raise_failure(status, fail, stats, " in the checkpointed adjoint (backward) solve",
                   max_num_steps=opts.get("max_num_steps"))
-    return a, a_theta, gf.sum(axis=0, dtype=np.float64), stats_dict(stats)
+    dLdt = gf.sum(axis=0, dtype=np.float64) if time_gradients else None
+    return a, a_theta, dLdt, stats_dict(stats)
