@@ -42,8 +42,9 @@ from .codes import (AUGMENTED, CHECKPOINT, FORWARD, NONFINITE, OK, TOO_MANY,  # 
 from .mlp import mlp_forward, mlp_vjp
 from .numbers import (C_FIRST_STEP, C_FSAL, C_MAX_STEPS, C_ONE, C_RTOL, C_STEP_SIZE,  # noqa: F401
                       C_THREE, C_ZERO, N_CONSTANTS, constants, pack_tableau)
-from .step import (all_finite, combine, dense_point, emit_outputs, fixed_step_count,
-                   initial_step_choice, initial_step_probe, judge_step, min_step, stage_time)
+from .step import (adjoint_jump, all_finite, clip_step, combine, dense_point, emit_outputs,
+                   fixed_step_count, initial_step_choice, initial_step_probe, judge_step,
+                   min_step, reconstruction_gap, stage_time)
 
 #: The mode of a right-hand side that is the field alone, known when Numba compiles (``rhs``):
 #: with None, Numba prunes the adjoint's branches, which FORWARD (a number) keeps and skips at
@@ -204,21 +205,18 @@ def solve_adaptive(mode, ops, opf, theta, D, y0, t_out, tab, first_step, atol, y
     t_bad = t0              # a time where the field failed, ahead (when bisected ≥ 0)
     bisected = -1
     while nxt < T:
-        # The step lands exactly on t_end when it reaches it, or rounds onto it.
-        last = direction * h >= direction * (t_end - t) or direction * (t + h) >= direction * t_end
+        last, ha, t_new = clip_step(t, h, t_end, direction)
         # Any step but the last below a few ulps of t cannot move t (accepted or not): give up.
         if not last and abs(h) < min_step(t, cst):
             status = NONFINITE if (nonfinite or bisected >= 0) else UNDERFLOW
             fail[0], fail[1], fail[2] = t, h, stats[0] + nfev
             break
-        ha = t_end - t if last else h
-        t_new = t_end if last else t + ha
         rk_step(mode, ops, opf, theta, D, tab, t, y, ha, t_new, K, y_new, n_dyn, fsal, acts,
                 gbuf, cst, ctx)
         nfev += s - 1
         accept, finite, h_next, t_bad, bisected = judge_step(
             y, y_new, K, tmp, c, b_err, t, ha, ha, t_new, atol, rejected, t_bad, bisected,
-            direction, cst)
+            direction, last, h, cst)
         rejected = not accept
         nonfinite = not finite
         if not accept:
@@ -234,9 +232,6 @@ def solve_adaptive(mode, ops, opf, theta, D, y0, t_out, tab, first_step, atol, y
             for j in range(W):
                 y[j] = y_new[j]
                 K[0, j] = K[s - 1, j]
-            # A step clipped to land on t_end says nothing about the step the problem allows.
-            if last:
-                h_next = direction * max(abs(h_next), abs(h))
         h = h_next
         if n_acc + n_rej >= max_steps and nxt < T:
             status = TOO_MANY
@@ -314,77 +309,71 @@ def solve(mode, ops, opf, theta, D, y0, t_out, tab, first_step, atol, ys, work, 
 
 
 @register_jitable
-def _g_dot_f(ops, opf, theta, D, t, y, g, fbuf, acts, gbuf, cst):
-    """g · f(t, y) for one sample (one field evaluation)."""
-    rhs(FIELD_ONLY, ops, opf, theta, D, t, y, fbuf, acts, gbuf, cst)
-    acc = cst[C_ZERO]
-    for j in range(D):
-        acc += g[j] * fbuf[j]
-    return acc
-
-
-@register_jitable
 def adjoint_one(ops, opf, theta, D, ys, gs, t_out, tab, atol, gf, work, acts, gbuf, vec, span,
-                stats, fail, cst):
-    """``pyode.adjoint.backward_pass`` for one sample.
+                stats, fail, cst, ctx=None):
+    """The adjoint method for one sample (Chen et al. 2018, Alg. 1 and App. C): the per-trajectory
+    form of ``pyode.backward.adjoint_solve``.
 
-    The augmented state [z, a, a_θ, a_t] is integrated backward over each output interval; at
-    t_i, dL/dy(t_i) is added to a and z restarts from the stored y(t_i) (Chen et al. 2018,
-    Alg. 1, App. C).
+    The backward state is integrated over each output interval from t_{T−1} down to t_0, the
+    step size carried from one interval to the next; at each t_i it jumps
+    (``kernels.step.adjoint_jump``: a → a + dL/dy(t_i), a_t → a_t − dL/dt_i). Where z(t) comes
+    from is the only difference between the two methods:
+
+    * ``ctx`` None, backsolve (mode AUGMENTED): the state is [z, a, a_θ, a_t] (W = 2D + P + 1),
+      z integrated backward with the adjoint and restarted from the stored y(t_i) at each t_i;
+    * ``ctx`` the replay context (mode CHECKPOINT, :func:`forward_state`): the state is
+      [a, a_θ, a_t] (W = D + P + 1), z = y(t) replayed from the forward solve's checkpoints.
 
     Parameters
     ----------
     ys, gs : (T, D) forward outputs and dL/dys of this sample; gf : (T,) output, per-sample
     dL/dt_i (gf[0] is a_t(t0)); vec : (3, W) scratch whose row 0 ends as the final state
-    [z, a(t0), a_θ(t0), a_t(t0)]; span : (2,) scratch.
+    [z, a(t0), a_θ(t0), a_t(t0)] (z absent with ``ctx``); span : (2,) scratch.
 
     Returns
     -------
-    status : int; recon : the largest reconstruction error max |z(t_i) − y(t_i)| /
-    (atol + rtol·|y(t_i)|) over the output times.
+    status : int; recon : for backsolve, the largest reconstruction error max |z(t_i) − y(t_i)|
+    / (atol + rtol·|y(t_i)|) over the output times (``kernels.step.reconstruction_gap``); 0
+    with ``ctx``.
     """
     T = t_out.shape[0]
     P = theta.shape[0]
-    W = 2 * D + P + 1
+    a0 = D if ctx is None else 0          # where a starts in the state: after z, or first
+    W = a0 + D + P + 1
+    i_t = W - 1                           # a_t, last
     zero = cst[C_ZERO]
     state = vec[0]
     seg = vec[1:3]
-    g_f = _g_dot_f(ops, opf, theta, D, t_out[T - 1], ys[T - 1], gs[T - 1], seg[0], acts, gbuf,
-                   cst)
+    f_i = seg[0]                          # f(t_i, y_i), for the jumps (scratch)
+    for j in range(W):
+        state[j] = zero                   # a_θ(t_{T−1}) = 0
+    rhs(FIELD_ONLY, ops, opf, theta, D, t_out[T - 1], ys[T - 1], f_i, acts, gbuf, cst)
     stats[0] += 1
-    gf[T - 1] = g_f
-    for j in range(D):
-        state[D + j] = gs[T - 1, j]
-    for p in range(P):
-        state[2 * D + p] = zero
-    state[W - 1] = -g_f
+    gf[T - 1] = adjoint_jump(state, a0, i_t, ys[T - 1], gs[T - 1], f_i, D, cst)
     code = OK
     recon = zero
     h = cst[C_FIRST_STEP]
     for i in range(T - 1, 0, -1):
-        for j in range(D):
-            state[j] = ys[i, j]
         span[0] = t_out[i]
         span[1] = t_out[i - 1]
-        code, h = solve(AUGMENTED, ops, opf, theta, D, state, span, tab, h, atol, seg, work,
-                        acts, gbuf, stats, fail, cst)   # h: continue with the last step size
+        if ctx is None:
+            code, h = solve(AUGMENTED, ops, opf, theta, D, state, span, tab, h, atol, seg, work,
+                            acts, gbuf, stats, fail, cst)     # h: continue with the last size
+        else:
+            code, h = solve(CHECKPOINT, ops, opf, theta, D, state, span, tab, h, atol, seg,
+                            work, acts, gbuf, stats, fail, cst, None, ctx)
         if code != OK:
             break
         for j in range(W):
             state[j] = seg[1, j]
-        for j in range(D):
-            y_j = ys[i - 1, j]
-            scale = atol[j] + cst[C_RTOL] * abs(y_j)
-            if scale > zero:        # atol = 0 and y = 0: nothing to measure, as in the norm
-                recon = max(recon, abs(state[j] - y_j) / scale)
+        if ctx is None:
+            recon = max(recon, reconstruction_gap(state[:D], ys[i - 1], atol, cst))
         if i - 1 > 0:
-            g_f = _g_dot_f(ops, opf, theta, D, t_out[i - 1], ys[i - 1], gs[i - 1], seg[0], acts,
-                           gbuf, cst)
+            rhs(FIELD_ONLY, ops, opf, theta, D, t_out[i - 1], ys[i - 1], f_i, acts, gbuf, cst)
             stats[0] += 1
-            gf[i - 1] = g_f
-            state[W - 1] = state[W - 1] - g_f   # keeps a_t = −aᵀf across a → a + g_i
-        for j in range(D):
-            state[D + j] = state[D + j] + gs[i - 1, j]
+            gf[i - 1] = adjoint_jump(state, a0, i_t, ys[i - 1], gs[i - 1], f_i, D, cst)
+        else:                             # t_0: dL/dy_0 = a(t_0) + g_0, dL/dt_0 = a_t(t_0)
+            adjoint_jump(state, a0, -1, ys[0], gs[0], f_i, D, cst)
     gf[0] = state[W - 1]
     return code, recon
 
@@ -432,7 +421,7 @@ def _forward_direction(steps, cst):
 def forward_state(ctx, ops, opf, theta, t, acts, gbuf, cst):
     """y(t) of the forward solution, into ``z`` (D,) of ``ctx``.
 
-    As ``pyode.checkpoint._SampleBackward._z`` and ``_Interpolant``: the segment whose steps
+    As ``pyode.checkpoint._Replays.z`` for one sample: the segment whose steps
     hold t is replayed into a slot unless one holds it already, and y(t) is the dense output
     of its step that ends at or after t (the tableau's P, or the cubic Hermite interpolant
     through the step's ends, HNW I, §II.6, eq. (6.7)).
@@ -509,7 +498,7 @@ def _slot_of(ctx, j, ops, opf, theta, acts, gbuf, cst):
 @register_jitable
 def _replay(ctx, slot, j, ops, opf, theta, acts, gbuf, cst):
     """Re-take the forward steps of segment j from its checkpoint with the recorded step sizes
-    (``pyode.checkpoint._SampleBackward._replay``), keeping the states, stages and f at the
+    (``pyode.checkpoint._Replays._replay``), keeping the states, stages and f at the
     step ends in ``slot``: 1 + (s − 1) evaluations a step, one more a step without FSAL."""
     steps, y_ck, meta, Y, K, F, slot_seg, z, tab, stats = ctx
     n_steps, every, fsal = meta[0], meta[1], meta[2] != 0
@@ -545,71 +534,13 @@ def _replay(ctx, slot, j, ops, opf, theta, acts, gbuf, cst):
 @register_jitable
 def forget_segments(ctx, t_new, cst):
     """Free the slots of the segments that the adjoint's accepted time t_new has passed (those
-    starting at or after it): ``pyode.checkpoint._SampleBackward._forget``."""
+    starting at or after it): ``pyode.checkpoint._Replays.forget``."""
     steps, meta, slot_seg = ctx[0], ctx[2], ctx[6]
     d = _forward_direction(steps, cst)
     for k in range(slot_seg.shape[0]):
         j = slot_seg[k]
         if j >= 0 and d * (steps[0, j * meta[1]] - t_new) >= cst[C_ZERO]:
             slot_seg[k] = -1
-
-
-@register_jitable
-def checkpoint_one(ops, opf, theta, D, ys, gs, t_out, tab, atol, gf, work, acts, gbuf, vec, span,
-                   stats, fail, cst, ctx):
-    """``pyode.checkpoint._SampleBackward.run`` for one sample.
-
-    The adjoint state [a, a_θ, a_t] is integrated backward over each output interval with its
-    own step control, the step size carried from one interval to the next, and y(t) from the
-    replayed forward solution (``ctx``); at t_i, dL/dy(t_i) is added to a (Chen et al. 2018,
-    App. C; time gradients as :func:`adjoint_one`).
-
-    Parameters
-    ----------
-    ys, gs : (T, D) forward outputs and dL/dys of this sample; gf : (T,) output, per-sample
-    dL/dt_i (gf[0] is a_t(t0)); vec : (3, W) scratch whose row 0 ends as
-    [a(t0), a_θ(t0), a_t(t0)] (W = D + P + 1); span : (2,) scratch; ctx : the replay context.
-
-    Returns
-    -------
-    status : int
-    """
-    T = t_out.shape[0]
-    P = theta.shape[0]
-    W = D + P + 1
-    state = vec[0]
-    seg = vec[1:3]
-    g_f = _g_dot_f(ops, opf, theta, D, t_out[T - 1], ys[T - 1], gs[T - 1], seg[0], acts, gbuf,
-                   cst)
-    stats[0] += 1
-    gf[T - 1] = g_f
-    # Layout of the backward state: [a | a_θ | a_t], a_t = −aᵀf (App. C).
-    for j in range(D):
-        state[j] = gs[T - 1, j]
-    for p in range(P):
-        state[D + p] = cst[C_ZERO]
-    state[W - 1] = -g_f
-    code = OK
-    h = cst[C_FIRST_STEP]
-    for i in range(T - 1, 0, -1):
-        span[0] = t_out[i]
-        span[1] = t_out[i - 1]
-        code, h = solve(CHECKPOINT, ops, opf, theta, D, state, span, tab, h, atol, seg, work,
-                        acts, gbuf, stats, fail, cst, None, ctx)
-        if code != OK:
-            break
-        for j in range(W):
-            state[j] = seg[1, j]
-        if i - 1 > 0:
-            g_f = _g_dot_f(ops, opf, theta, D, t_out[i - 1], ys[i - 1], gs[i - 1], seg[0], acts,
-                           gbuf, cst)
-            stats[0] += 1
-            gf[i - 1] = g_f
-            state[W - 1] = state[W - 1] - g_f   # keeps a_t = −aᵀf across a → a + g_i
-        for j in range(D):
-            state[j] = state[j] + gs[i - 1, j]
-    gf[0] = state[W - 1]
-    return code
 
 
 # ---------------------------------------------------------------------------------------------
@@ -690,10 +621,10 @@ def record_batch(ops, opf, theta, y0, t_out, tab, atol, ys, steps, y_ck, every, 
 @njit(cache=True, nogil=True, error_model="numpy")
 def checkpoint_batch(ops, opf, theta, ys, gs, t_out, tab, atol, steps, y_ck, meta, n_slots,
                      a_out, a_theta, gf, stats, status, fail, mw, cst, lo, hi):
-    """``checkpoint_one`` for samples lo … hi − 1. ys, gs : (T, B, D); the record steps
-    (B, 3, N), y_ck (B, M, D) and meta (B, 4) (section "Checkpointed adjoint"); n_slots replay
-    slots per sample. Outputs: a_out (B, D) dL/dy0, a_theta (B, P), gf (B, T) per-sample
-    dL/dt_i."""
+    """``adjoint_one`` with the replay context, for samples lo … hi − 1. ys, gs : (T, B, D);
+    the record steps (B, 3, N), y_ck (B, M, D) and meta (B, 4) (section "Checkpointed
+    adjoint"); n_slots replay slots per sample. Outputs: a_out (B, D) dL/dy0, a_theta (B, P),
+    gf (B, T) per-sample dL/dt_i."""
     D = ys.shape[2]
     P = theta.shape[0]
     W = D + P + 1
@@ -714,7 +645,7 @@ def checkpoint_batch(ops, opf, theta, ys, gs, t_out, tab, atol, steps, y_ck, met
         for k in range(n_slots):
             slot_seg[k] = -1
         ctx = (steps[bi], y_ck[bi], meta[bi], Y, K, F, slot_seg, z, tab, stats[bi])
-        status[bi] = checkpoint_one(ops, opf, theta, D, ys[:, bi, :], gs[:, bi, :], t_out, tab,
+        status[bi], _ = adjoint_one(ops, opf, theta, D, ys[:, bi, :], gs[:, bi, :], t_out, tab,
                                     atol, gf[bi], work, acts, gbuf, vec, span, stats[bi],
                                     fail[bi], cst, ctx)
         for j in range(D):

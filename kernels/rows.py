@@ -14,8 +14,9 @@ loops: slow, the same numbers.
 """
 from numba import njit
 
-from .step import (combine, dense_point, emit_outputs, initial_step_choice, initial_step_probe,
-                   interpolant, judge_step)
+from .step import (adjoint_jump, clip_step, combine, dense_point, emit_outputs,
+                   initial_step_choice, initial_step_probe, interpolant, judge_step,
+                   reconstruction_gap)
 
 _JIT = dict(cache=True, nogil=True, error_model="numpy")
 
@@ -29,8 +30,15 @@ def combine_rows(w, y, h_w, K, n_stages, out):
 
 
 @njit(**_JIT)
+def clip_rows(t, h, t_stop, direction, last, h_step, t_new):
+    """``step.clip_step`` for every row: last (n,) bool, h_step and t_new (n,) are written."""
+    for r in range(t.shape[0]):
+        last[r], h_step[r], t_new[r] = clip_step(t[r], h[r], t_stop[r], direction)
+
+
+@njit(**_JIT)
 def judge_rows(rows, y, y_new, K, err, c, b_err, t, h_w, h, t_new, atol, rejected, t_bad,
-               bisected, direction, cst, accept, finite, h_next):
+               bisected, direction, last, h_proposed, cst, accept, finite, h_next):
     """``step.judge_step`` for every attempted row; the controller state rejected, t_bad,
     bisected (B,) of batch row rows[r] is read and updated; accept, finite, h_next (n,) are
     written."""
@@ -38,7 +46,7 @@ def judge_rows(rows, y, y_new, K, err, c, b_err, t, h_w, h, t_new, atol, rejecte
         b = rows[r]
         ok, fin, hn, tb, bi = judge_step(y[r], y_new[r], K[:, r], err[r], c, b_err, t[r],
                                          h_w[r], h[r], t_new[r], atol, rejected[b], t_bad[b],
-                                         bisected[b], direction, cst)
+                                         bisected[b], direction, last[r], h_proposed[r], cst)
         accept[r], finite[r], h_next[r] = ok, fin, hn
         rejected[b], t_bad[b], bisected[b] = not ok, tb, bi
 
@@ -81,3 +89,19 @@ def dense_rows(P, K, y, h_w, theta, out):
     """out[r] = ``step.dense_point`` of row r at its θ[r]."""
     for r in range(y.shape[0]):
         dense_point(P, K[:, r], y[r], h_w[r], theta[r], out[r], y.shape[1])
+
+
+@njit(**_JIT)
+def jump_rows(state, a0, i_t, y_i, g_i, f_i, cst, g_f):
+    """``step.adjoint_jump`` for every row of the backward state (n, W), in place; the time
+    gradients g_f (n,) are written."""
+    D = y_i.shape[1]
+    for r in range(state.shape[0]):
+        g_f[r] = adjoint_jump(state[r], a0, i_t, y_i[r], g_i[r], f_i[r], D, cst)
+
+
+@njit(**_JIT)
+def gap_rows(z, y, atol, cst, gap):
+    """gap[r] = max(gap[r], ``step.reconstruction_gap`` of row r): z, y (n, D)."""
+    for r in range(z.shape[0]):
+        gap[r] = max(gap[r], reconstruction_gap(z[r], y[r], atol, cst))

@@ -239,14 +239,35 @@ def toward_failure(finite, accept, t_fail, t, h, t_new, h_next, t_bad, bisected,
 
 
 @register_jitable
+def clip_step(t, h, t_stop, direction):
+    """The attempt from t with the proposed (signed) step h: clipped to land exactly on
+    ``t_stop`` (the final time, or the next output time where the state jumps) when it would
+    reach or pass it, or when t + h rounds onto it (t = [..., 0.96875, 0.96975] backward with
+    h = −0.001: 0.96975 − 0.001 is 0.96875 exactly, though the interval is
+    0.0010000000000000009; unflagged, the adjoint's jump at 0.96875 was skipped). The field is
+    never evaluated beyond t_stop.
+
+    Returns (last, h_step, t_new): whether the attempt ends on t_stop, its signed size and its
+    end, in t's dtype.
+    """
+    last = direction * h >= direction * (t_stop - t) or direction * (t + h) >= direction * t_stop
+    if last:
+        return True, t_stop - t, t_stop
+    return False, h, t + h
+
+
+@register_jitable
 def judge_step(y, y_new, K, err, c, b_err, t, h_w, h, t_new, atol, rejected, t_bad,
-               bisected, direction, cst):
+               bisected, direction, last, h_proposed, cst):
     """Everything after the stages of one attempted adaptive step.
 
     Error estimate (into the scratch ``err``) and its norm, finiteness, acceptance
     (‖err‖ ≤ 1), the step factor and the bisection toward a failure. ``h_w`` is the step in
     the state's dtype, ``h`` in t's. ``rejected``, ``t_bad``, ``bisected``: the sample's
-    controller state before the attempt.
+    controller state before the attempt. ``last``, ``h_proposed``: the attempt was clipped
+    to land on its stop time (:func:`clip_step`), from the proposal h_proposed; accepted, such
+    a step says nothing about the step the problem allows, so the next proposal is at least
+    |h_proposed| (it starts the next output interval of a jumping solve).
 
     Returns
     -------
@@ -267,6 +288,8 @@ def judge_step(y, y_new, K, err, c, b_err, t, h_w, h, t_new, atol, rejected, t_b
         t_fail = first_nonfinite_stage_time(K, c, t, h, t_new, cst)
     h_next, t_bad, bisected = toward_failure(finite, accept, t_fail, t, h, t_new, h_next, t_bad,
                                              bisected, direction, cst)
+    if accept and last:
+        h_next = direction * max(abs(h_next), abs(h_proposed))
     return accept, finite, h_next, t_bad, bisected
 
 
@@ -377,3 +400,48 @@ def fixed_step_count(span, step_size, cst):
     to rounding gives the exact count). Each step is then Δt / n: the last lands on t_i."""
     x = abs(span) / step_size * cst[C_FIXED_SHRINK]
     return max(cst[C_ONE], -((-x) // cst[C_ONE]))          # ceil(x) = −(−x // 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# The adjoint at the output times (Chen et al. 2018, Alg. 1 and App. C)
+# ---------------------------------------------------------------------------------------------
+
+@register_jitable
+def adjoint_jump(state, a0, i_t, y_i, g_i, f_i, D, cst):
+    """The backward state of one sample at an output time t_i (Chen et al. 2018, Alg. 1, App. C).
+
+    ``state`` (W,) is laid out [z, a, a_θ, a_t] with a from index ``a0``: with z in the state
+    (a0 = D, the backsolve adjoint) z restarts from the stored forward y_i; then
+    a → a + g_i, g_i = ∂L/∂y(t_i). With ``i_t`` ≥ 0, the index of a_t, the time gradient
+    dL/dt_i = g_i · f(t_i, y_i) (``f_i`` (D,), evaluated by the caller) is returned and
+    a_t → a_t − dL/dt_i, which keeps a_t = −aᵀf across the jump; with i_t < 0 (no a_t, or
+    t_0, where dL/dt_0 = a_t(t_0) is read off instead) f_i is not read and 0 is returned.
+
+    Applied to a zero state at t_{T−1} it gives the start of the backward solve,
+    [y_{T−1}, g_{T−1}, 0, −g_{T−1}·f]; at t_0 it gives dL/dy_0 = a(t_0) + g_0.
+    """
+    if a0 > 0:
+        for j in range(D):
+            state[j] = y_i[j]
+    for j in range(D):
+        state[a0 + j] = state[a0 + j] + g_i[j]
+    g_f = cst[C_ZERO]
+    if i_t >= 0:
+        for j in range(D):
+            g_f += g_i[j] * f_i[j]
+        state[i_t] = state[i_t] - g_f
+    return g_f
+
+
+@register_jitable
+def reconstruction_gap(z, y, atol, cst):
+    """max_j |z_j − y_j| / (atol_j + rtol·|y_j|): how far the backsolve adjoint's z,
+    integrated backward, lands from the stored forward y (Chen et al. 2018, Alg. 1 re-integrates
+    y backward; on contracting dynamics that is unstable). A component with atol + rtol·|y| = 0
+    has nothing to measure against and counts 0, as in the error norm."""
+    gap = cst[C_ZERO]
+    for j in range(y.shape[0]):
+        scale = atol[j] + cst[C_RTOL] * abs(y[j])
+        if scale > cst[C_ZERO]:
+            gap = max(gap, abs(z[j] - y[j]) / scale)
+    return gap

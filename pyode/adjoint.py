@@ -74,10 +74,11 @@ from .errors import AdjointReconstructionWarning, NonFiniteError
 from .forward_sensitivity import sensitivity_solve, sensitivity_vjp
 from .protocol import VectorField, n_params, require
 from .protocol import row_args
-from .solvers import (SolveInfo, _odeint, batch_field, check_args, check_attainable,
-                      check_field_width, check_options, check_step_count, check_times,
-                      check_tolerances, check_y0, integrate, is_device_array, kernel_module,
-                      keyword_names)
+from .kernels.rows import gap_rows
+from .solvers import (SolveInfo, StepNumbers, _odeint, batch_field, check_args,
+                      check_attainable, check_field_width, check_options, check_step_count,
+                      check_times, check_tolerances, check_y0, integrate, is_device_array,
+                      kernel_module, keyword_names)
 from .suggest import adjoint_method_hint, unknown_keywords_error
 from .tableaus import get_tableau
 from .trajectory import StepRecorder
@@ -536,14 +537,6 @@ def _adjoint_tolerances(rtol, atol, adjoint_tols, W):
     return check_tolerances(a_rtol, a_atol, W, "adjoint_rtol/adjoint_atol")
 
 
-def _scaled(x, scale):
-    """x / scale, with 0 where scale is 0 (atol = 0 on a zero component: nothing to measure
-    against, as in the error norm, ``kernels.step``) and inf where the quotient overflows."""
-    with np.errstate(over="ignore"):
-        return np.divide(x, scale, out=np.zeros(np.shape(x), dtype=np.result_type(x, scale)),
-                         where=np.broadcast_to(scale > 0, np.shape(x)))
-
-
 def _warn_if_reconstruction_failed(recon):
     """Warn (AdjointReconstructionWarning) when the backsolve reconstruction is off."""
     recon = np.asarray(recon)
@@ -591,15 +584,16 @@ def backward_pass(f, yb, gb, t, tab, rtol, atol, opts, squeeze, seminorm=False,
     recon : ndarray (B,)         largest reconstruction error of z at the output times,
                                  max |z(t_i) − y(t_i)| / (atol + rtol·|y(t_i)|)
     """
-    D = yb.shape[2]
+    T, B, D = yb.shape
     a, a_theta, dLdt, stats, states = adjoint_solve(f, yb, gb, t, tab, rtol, atol, opts,
                                                     squeeze, seminorm, time_gradients,
                                                     args=args)
-    # The z integrated backward at t_{T-2}, …, t_0 (before each restart) against the forward y.
-    atol_z = atol if np.ndim(atol) == 0 else np.asarray(atol)[:D]
-    z_back, y_fwd = states[1:, :, :D], yb[::-1][1:]
-    # As in the error norm, a component with atol + rtol·|y| = 0 (atol = 0, y = 0) has nothing
-    # to measure against: it counts 0, not a division by zero.
+    # The z integrated backward at t_{T-2}, …, t_0 (before each restart) against the forward y
+    # (kernels.step.reconstruction_gap, as the kernels measure it).
+    num = StepNumbers(tab, yb.dtype, rtol, np.asarray(atol)[:D] if np.ndim(atol) else atol, D)
+    gap = np.zeros(B, dtype=yb.dtype)
     with np.errstate(over="ignore", invalid="ignore"):
-        gap = _scaled(np.abs(z_back - y_fwd), atol_z + rtol * np.abs(y_fwd))
-    return a, a_theta, dLdt, stats, gap.max(axis=(0, 2))
+        for k in range(1, T):
+            gap_rows(np.ascontiguousarray(states[k, :, :D]), yb[T - 1 - k], num.atol, num.cst,
+                     gap)
+    return a, a_theta, dLdt, stats, gap

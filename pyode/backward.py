@@ -30,7 +30,8 @@ from .errors import SolverError, in_backward_solve
 from .kernels.numbers import adjoint_parts
 from .protocol import has_per_sample_vjp, n_params, row_args, vjp_rows
 from .quadrature import ParameterQuadrature
-from .solvers import batch_field, integrate_adaptive, integrate_fixed
+from .kernels.rows import jump_rows
+from .solvers import StepNumbers, _as_rows, batch_field, integrate_adaptive, integrate_fixed
 
 #: Added to a failure of a backward solve that carries a_t: a ∂f/∂t that is infinite or huge
 #: somewhere (y' = p·√t at t = 0) spoils only the time gradient.
@@ -164,30 +165,32 @@ def adjoint_solve(f, ys, gs, t_out, tab, rtol, atol, opts, squeeze, seminorm=Fal
     ev = batch_field(f, squeeze, None, args_at)
     stats = {k: np.zeros(B, dtype=np.int64) for k in ("nfev", "n_accepted", "n_rejected")}
 
-    # g_i · f(t_i, y_i) per sample for i ≥ 1: dL/dt_i, and the jumps of a_t (App. C).
-    gf = np.zeros((T, B))
+    # The jumps at the output times, kernels.step.adjoint_jump (Alg. 1, App. C): z restarts
+    # from y_i (backsolve), a → a + g_i and, with a_t, dL/dt_i = g_i·f(t_i, y_i) for i ≥ 1 and
+    # a_t → a_t − dL/dt_i. f(t_i, y_i) is evaluated here, once per output time for the batch.
+    cst = StepNumbers(tab, dtype).cst
+    a0 = layout.a.start
+    i_t = layout.width - 1 if time_gradients else -1
+    f_at = np.zeros_like(ys) if time_gradients else ys       # (not read without a_t)
     every_row = np.arange(B)
     for i in range(1, T if time_gradients else 1):
-        gf[i] = np.sum(gs[i] * ev(np.full(B, t_out[i]), ys[i], every_row), axis=1)
+        f_at[i] = ev(np.full(B, t_out[i]), ys[i], every_row)
         stats["nfev"] += 1
+    gf = np.zeros((T, B))
+
+    def apply_jump(i, rows, s, i_t):
+        g_f = np.empty(rows.size, dtype=dtype)
+        jump_rows(s, a0, i_t, _as_rows(ys[i, rows]), _as_rows(gs[i, rows]),
+                  _as_rows(f_at[i, rows]), cst, g_f)
+        gf[i, rows] = g_f
 
     state = np.zeros((B, layout.width), dtype=dtype)      # a_θ(t_{T-1}) = 0
-    if layout.with_z:
-        state[:, layout.z] = ys[-1]
-    state[:, layout.a] = gs[-1]
-    if time_gradients:
-        state[:, -1] = -gf[-1]
+    apply_jump(T - 1, every_row, state, i_t)              # the start: a = g_{T-1}, ...
 
     def jump(k, rows, s):
-        """At t_i (i = T − 1 − k, backward): z restarts from the stored y_i (Alg. 1,
-        backsolve), a → a + g_i, and a_t → a_t − g_i·f(t_i, y_i) (App. C)."""
-        i = T - 1 - k
-        s = s.copy()
-        if layout.with_z:
-            s[:, layout.z] = ys[i, rows]
-        s[:, layout.a] += gs[i, rows]
-        if time_gradients:
-            s[:, -1] = s[:, -1].astype(np.float64) - gf[i, rows]
+        """At t_i, i = T − 1 − k (backward), the jump of :func:`kernels.step.adjoint_jump`."""
+        s = _as_rows(s).copy()
+        apply_jump(T - 1 - k, rows, s, i_t)
         return s
 
     quadrature = None
@@ -220,8 +223,9 @@ def adjoint_solve(f, ys, gs, t_out, tab, rtol, atol, opts, squeeze, seminorm=Fal
         stats[k] += st[k]
     if z_source is not None:
         stats["nfev"] += z_source.nfev
-    end = out[-1]
-    a = end[:, layout.a] + gs[0]
+    end = out[-1].copy()
+    apply_jump(0, every_row, end, -1)                     # dL/dy_0 = a(t_0) + g_0
+    a = end[:, layout.a]
     a_theta = end[:, layout.theta].sum(axis=0) if layout.with_theta else quadrature.total
     dLdt = None
     if time_gradients:

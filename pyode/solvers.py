@@ -33,7 +33,7 @@ from .errors import NonFiniteError, StepSizeUnderflowError, TooManyStepsError
 from .kernels.codes import (BISECT_STEPS, DEFAULT_MAX_NUM_STEPS, MAX_FACTOR,  # noqa: F401
                             MIN_FACTOR, SAFETY, UNDERFLOW_ULPS)
 from .kernels.numbers import constants, forward_parts, pack_tableau
-from .kernels.rows import (combine_rows, dense_rows, emit_rows, initial_choice_rows,
+from .kernels.rows import (clip_rows, combine_rows, dense_rows, emit_rows, initial_choice_rows,
                            initial_probe_rows, interpolant_rows, judge_rows)
 from .kernels.step import fixed_step_count, horner, min_step
 from .kernels.step import stage_time as _stage_time
@@ -368,8 +368,8 @@ def _log_row_maps(dtype):
     f64, fw = np.zeros(1), np.zeros(1, dtype=dtype)
     i64, flag = np.zeros(1, dtype=np.int64), np.zeros(1, dtype=bool)
     yw, Kw = np.zeros((1, 1), dtype=dtype), np.zeros((1, 1, 1), dtype=dtype)
-    probe = (i64, yw, yw, Kw, yw, f64, fw, f64, fw, f64, f64, fw, flag, f64, i64, 1.0, fw,
-             flag, flag, f64)
+    probe = (i64, yw, yw, Kw, yw, f64, fw, f64, fw, f64, f64, fw, flag, f64, i64, 1.0, flag,
+             f64, fw, flag, flag, f64)
     if _code_source(judge_rows, probe) == "compile":
         LOG.info("compiling pyode's step formulas for Python fields (kernels/rows.py) for %s "
                  "(first use, about %s s on 2 cores; then cached on disk)", key,
@@ -473,12 +473,9 @@ def integrate_adaptive(ev, y0, t_out, tab, rtol, atol, first_step=None,
         ta, ya, ha, k1a = t[active], y[active], h[active], k1[active]
         # Clip the step so it lands exactly on t_end, or with jumps on the next output time
         # (never evaluate f beyond it).
-        t_stop = t_out[np.minimum(nxt[active], T - 1)] if jump is not None else t_end
-        # A step whose end rounds onto t_stop lands there too (t = [..., 0.96875, 0.96975]
-        # backward with first_step = 0.001: 0.96975 − 0.001 is 0.96875 exactly, though the
-        # interval is 0.0010000000000000009); unflagged, its jump (dL/dy(t_i)) was skipped.
-        last = (direction * ha >= direction * (t_stop - ta)) \
-            | (direction * (ta + ha) >= direction * t_stop)
+        t_stop = t_out[np.minimum(nxt[active], T - 1)] if jump is not None else np.full(n, t_end)
+        last, h_step, t_new = np.empty(n, dtype=bool), np.empty(n), np.empty(n)
+        clip_rows(ta, ha, t_stop, direction, last, h_step, t_new)
         # Any other step below a few ulps of t cannot move t (accepted or not): give up.
         under = ~last & (np.abs(ha) < min_step(ta, _FLOAT64_NUMBERS))
         if np.any(under):
@@ -488,18 +485,16 @@ def integrate_adaptive(ev, y0, t_out, tab, rtol, atol, first_step=None,
                 raise NonFiniteError("Non-finite state or derivative (the step size shrank to "
                                      "zero around it)", ta[i], ha[i], nfev[active[i]], b)
             raise StepSizeUnderflowError("Step size underflow", ta[i], ha[i], nfev[active[i]], b)
-        ha = np.where(last, t_stop - ta, ha)
-        t_new = np.where(last, t_stop, ta + ha)
-        h_w = ha.astype(dtype)
+        h_w = h_step.astype(dtype)
         K = np.empty((s, n, D), dtype=dtype)
         with np.errstate(over="ignore", invalid="ignore"):
-            y_new = rk_step(ev, ta, ya, ha, t_new, k1a, tab, K, active)
+            y_new = rk_step(ev, ta, ya, h_step, t_new, k1a, tab, K, active)
         nfev[active] += s - 1
         accept, finite, h_next = np.empty(n, dtype=bool), np.empty(n, dtype=bool), np.empty(n)
         with np.errstate(over="ignore", invalid="ignore"):   # NUMBA_DISABLE_JIT=1: the
             judge_rows(active, ya, y_new, K, np.empty_like(ya), tab.c, num.b_err, ta, h_w,
-                       ha, t_new, num.atol, rejected, t_bad, bisected, direction, num.cst,
-                       accept, finite, h_next)                  # squares may overflow
+                       h_step, t_new, num.atol, rejected, t_bad, bisected, direction, last, ha,
+                       num.cst, accept, finite, h_next)         # squares may overflow
         n_rej[active[~accept]] += 1
         nonfinite[active] = ~finite
 
@@ -509,8 +504,8 @@ def integrate_adaptive(ev, y0, t_out, tab, rtol, atol, first_step=None,
             rows = active[acc]
             n_acc[rows] += 1
             if on_step is not None:
-                on_step(rows, ta[acc], ha[acc], t_new[acc], ya[acc], K[:, acc])
-            emit_rows(acc, rows, t_out, nxt, ta, ha, t_new, h_w, ya, y_new, K, num.P, ys,
+                on_step(rows, ta[acc], h_step[acc], t_new[acc], ya[acc], K[:, acc])
+            emit_rows(acc, rows, t_out, nxt, ta, h_step, t_new, h_w, ya, y_new, K, num.P, ys,
                       direction, num.cst)
             t[rows] = t_new[acc]
             y[rows] = y_new[acc]
@@ -525,10 +520,6 @@ def integrate_adaptive(ev, y0, t_out, tab, rtol, atol, first_step=None,
                     attempts[r] = -1             # the += 1 below makes it 0
                     bisected[r] = -1             # as a new solve per interval
                     restarted = r
-        # A step clipped to land on t_end says nothing about the step the problem allows: keep
-        # the larger of the proposal and the unclipped step (used to continue the next interval).
-        h_next = np.where(accept & last, direction * np.maximum(np.abs(h_next),
-                                                               np.abs(h[active])), h_next)
         h[active] = h_next
         if restarted is not None:        # a restart's first step fits its interval, as a new
             span = np.abs(t_out[nxt[restarted]] - t[restarted])          # solve's would

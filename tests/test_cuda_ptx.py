@@ -91,7 +91,7 @@ def _checkpoint_kernels():
     CUDA target is imported only when the tests run)."""
     from numba import cuda
 
-    from pyode.kernels.rk import C_FIRST_STEP, FORWARD, checkpoint_one, solve
+    from pyode.kernels.rk import C_FIRST_STEP, FORWARD, adjoint_one, solve
 
     def record(ops, opf, theta, y0, t_out, tab, atol, ys, steps, y_ck, every, stats, status,
                fail, work, acts, gbuf, cst):
@@ -112,7 +112,7 @@ def _checkpoint_kernels():
         if bi < B:
             ctx = (steps[bi], y_ck[bi], meta[bi], Y[bi], K[bi], F[bi], slot_seg[bi], z[bi], tab,
                    stats[bi])
-            status[bi] = checkpoint_one(ops, opf, theta, D, ys[:, bi, :], gs[:, bi, :], t_out,
+            status[bi], _ = adjoint_one(ops, opf, theta, D, ys[:, bi, :], gs[:, bi, :], t_out,
                                         tab, atol, gf[bi], work[bi], acts[bi], gbuf[bi],
                                         vec[bi], span[bi], stats[bi], fail[bi], cst, ctx)
 
@@ -121,8 +121,8 @@ def _checkpoint_kernels():
 
 def test_checkpoint_routines_compile_to_sm90_ptx_in_float32(compile_ptx):
     # The checkpointed adjoint has no CUDA backend yet; its per-sample routines (the recording
-    # hook of rk.solve and rk.checkpoint_one) are written so that one can call them: they
-    # compile for the device, and a float32 kernel stays in float32.
+    # hook of rk.solve and rk.adjoint_one with its replay context) are written so that one can
+    # call them: they compile for the device, and a float32 kernel stays in float32.
     from numba import types
     ft = types.float32
     a1, a2, a3, a4, a5 = ft[::1], ft[:, ::1], ft[:, :, ::1], ft[:, :, :, ::1], ft[:, :, :, :, ::1]

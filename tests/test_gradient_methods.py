@@ -490,9 +490,9 @@ def test_repeated_calls_retain_no_memory(adjoint_method):
     # off (small-object caches fill up: up to ~10 KiB, seen spread over hundreds of calls). So
     # after a first batch of CALLS forward + backward calls the memory retained by each of
     # two further batches is measured: a leak of anything per call — the smallest NumPy array
-    # is ~100 bytes — retains ≥ 100 bytes × CALLS = 20 KiB in *both*; the drift stays below
-    # the bound of 10 KiB in at least one (measured: ≤ 7 KiB).
-    calls = 200
+    # is ~100 bytes — retains ≥ 100 bytes × CALLS = 40 KiB in *both*; the drift stays below
+    # the bound of 20 KiB in at least one (measured: ≤ 7 KiB, once 10.3 KiB on a clean CI run).
+    calls = 400
     f = Exponential(-1.0)
 
     def call():
@@ -514,7 +514,7 @@ def test_repeated_calls_retain_no_memory(adjoint_method):
             retained.append(tracemalloc.get_traced_memory()[0] - before)
     finally:
         tracemalloc.stop()
-    assert min(retained) <= 10 * 1024, retained
+    assert min(retained) <= 20 * 1024, retained
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from numba import njit
 
 from pyode.kernels.numbers import adjoint_parts, constants, forward_parts
-from pyode.kernels.step import scaled_norm
+from pyode.kernels.step import adjoint_jump, clip_step, scaled_norm
 from pyode.tableaus import get_tableau
 
 compiled_norm = njit(lambda x, y, y_new, atol, cst: scaled_norm(x, y, y_new, atol, cst))
@@ -87,3 +87,56 @@ def test_the_seminorm_and_the_parts_keep_quadratures_from_diluting_z_and_a():
                      adjoint_parts(D, D, P, True, True))
     x[2 * D:] = 1e6                                 # the quadratures: left out by the seminorm
     assert compiled_norm(x, x * 0, x * 0, np.ones(W), semi) == pytest.approx(1.0, rel=1e-15)
+
+
+# The Alg. 1 formulas: the step clipped at a stop time, and the jump at an output time.
+
+@settings(max_examples=200, deadline=None)
+@given(t=st.floats(-1e3, 1e3), span=st.floats(1e-12, 10.0), frac=st.floats(1e-3, 3.0),
+       backward=st.booleans())
+def test_a_clipped_step_lands_on_the_stop_time_and_never_passes_it(t, span, frac, backward):
+    direction = -1.0 if backward else 1.0
+    t_stop = t + direction * span
+    h = direction * span * frac
+    for clip in (clip_step, compiled_clip):
+        last, h_step, t_new = clip(t, h, t_stop, direction)
+        if frac >= 1.0:                             # the proposal reaches t_stop
+            assert last
+        if last:
+            assert t_new == t_stop and h_step == t_stop - t
+        else:
+            assert h_step == h and t_new == t + h and direction * (t_stop - t_new) > 0
+
+
+compiled_clip = njit(lambda t, h, t_stop, direction: clip_step(t, h, t_stop, direction))
+
+
+def jump_oracle(state, a0, with_time, y, g, f):
+    """Chen et al. 2018, Alg. 1 / App. C at t_i, written out on whole arrays."""
+    D = y.size
+    new = state.copy()
+    if a0:
+        new[:D] = y
+    new[a0:a0 + D] += g
+    g_f = float(g @ f) if with_time else 0.0
+    if with_time:
+        new[-1] -= g_f
+    return new, g_f
+
+
+@pytest.mark.parametrize("a0_is_D", [True, False])
+@pytest.mark.parametrize("with_time", [True, False])
+def test_the_jump_at_an_output_time_matches_alg_1(a0_is_D, with_time):
+    rng = np.random.default_rng(3)
+    D, P = 3, 4
+    a0 = D if a0_is_D else 0
+    W = a0 + D + P + 1
+    y, g, f = rng.standard_normal((3, D))
+    cst = constants(np.float64, get_tableau("dopri5"), 1e-6, {}, forward_parts(W))
+    jump = njit(lambda s, a0, i_t, y, g, f, D, cst: adjoint_jump(s, a0, i_t, y, g, f, D, cst))
+    for fn in (jump, adjoint_jump):
+        state = rng.standard_normal(W)
+        want, want_gf = jump_oracle(state, a0, with_time, y, g, f)
+        got_gf = fn(state, a0, W - 1 if with_time else -1, y, g, f, D, cst)
+        np.testing.assert_allclose(state, want, rtol=1e-15, atol=1e-15)
+        assert got_gf == pytest.approx(want_gf, rel=1e-14, abs=1e-15)
