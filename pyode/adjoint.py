@@ -99,6 +99,14 @@ ADJOINT_OPTIONS = {
     "forward": {},
 }
 
+#: Members of the vector-field protocol each method calls, beyond ``__call__`` and ``params``.
+FIELD_MEMBERS = {
+    "backsolve": ("vjp",),
+    "checkpoint": ("vjp",),
+    "discrete": ("vjp",),
+    "forward": ("jvp", "jvp_params"),
+}
+
 #: Backward error norms: the largest of the RMS norms of the parts z, a, a_θ, a_t of the
 #: augmented state, or the seminorm of Kidger et al. (2021) that leaves a_θ and a_t out.
 NORMS = ("rms", "seminorm")
@@ -247,10 +255,7 @@ def odeint_adjoint(f: VectorField, y0: ArrayLike, t: ArrayLike, method: str = "d
         raise TypeError(f"y0 is a CUDA device array, which adjoint_method='backsolve' with "
                         f"backend='cuda' takes; adjoint_method={adjoint_method!r} runs on the "
                         "host: pass y0.copy_to_host()")
-    if adjoint_method == "forward":
-        require(f, ("jvp", "jvp_params"), "adjoint_method='forward'")
-    else:
-        require(f, ("vjp",), f"odeint_adjoint (adjoint_method={adjoint_method!r})")
+    require(f, FIELD_MEMBERS[adjoint_method], f"odeint_adjoint(adjoint_method={adjoint_method!r})")
     if adjoint_method in ("discrete", "forward") and (adjoint_rtol is not None
                                                         or adjoint_atol is not None):
         raise ValueError(f"adjoint_method={adjoint_method!r} has no backward solve, so "

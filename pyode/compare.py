@@ -17,16 +17,18 @@ from __future__ import annotations
 import time
 import tracemalloc
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 from numpy.typing import ArrayLike
 
-from .adjoint import ADJOINT_METHODS, odeint_adjoint
+from .adjoint import ADJOINT_METHODS, FIELD_MEMBERS, odeint_adjoint
 from .errors import SolverError
+from .protocol import missing_members
 from .solvers import check_times, check_y0, odeint
+from .suggest import close_match
 
 if TYPE_CHECKING:
     from .adjoint import AdjointGradients
@@ -36,7 +38,11 @@ if TYPE_CHECKING:
 MethodSpec = Union[str, tuple[str, Union[dict[str, Any], None]]]
 
 _PARTS = ("y0", "params", "t")
+_PART_NAMES = {"y0": "dL/dy0", "params": "dL/dθ", "t": "dL/dt"}
 _NOTE_WIDTH = 72        # characters of a failure message shown in the table (rows keep it all)
+#: The numbers of a row whose method failed or was skipped.
+_NOT_RUN = dict(time_s=np.nan, peak_kib=np.nan, nfev_forward=np.nan, nfev_backward=np.nan,
+                err=np.nan, **{f"err_{p}": np.nan for p in _PARTS})
 
 
 @dataclass
@@ -50,8 +56,10 @@ class GradientComparison:
         (relative errors, see :func:`compare_gradients`), ``err`` (the largest of them),
         ``nfev_forward``, ``nfev_backward`` (summed over the samples), ``time_s`` (wall time
         of forward + backward, s), ``peak_kib`` (peak traced memory, KiB), ``warnings`` (list
-        of the warning class names raised) and ``error`` (the solver error's message if the
-        method failed, else None; its other entries are then NaN).
+        of the warning class names raised), ``error`` (the solver error's message if the
+        method failed, else None) and ``skipped`` (why the method does not apply to the field,
+        e.g. "forward" on a field without ``jvp_params``, else None). A failed or skipped
+        method's other entries are NaN.
     reference : dict
         ``{"y0", "params", "t"}``: the reference gradients (finite differences by default).
     gradients : dict
@@ -89,6 +97,8 @@ class GradientComparison:
             notes = ", ".join(r["warnings"])
             if r["error"]:
                 notes = _shorten(f"failed: {r['error']}", _NOTE_WIDTH)
+            elif r.get("skipped"):
+                notes = _shorten(f"skipped: {r['skipped']}", _NOTE_WIDTH)
             lines.append((r["method"], _e(r["err_y0"]), _e(r["err_params"]), _e(r["err_t"]),
                           _i(r["nfev_forward"]), _i(r["nfev_backward"]), _f(r["time_s"], 3),
                           _f(r["peak_kib"], 1), notes))
@@ -114,7 +124,9 @@ def compare_gradients(f: VectorField, y0: ArrayLike, t: ArrayLike,
     Parameters
     ----------
     f : vector field
-        As for :func:`pyode.odeint_adjoint` ("forward" needs ``jvp_params``).
+        As for :func:`pyode.odeint_adjoint`. A method whose protocol members the field lacks
+        ("forward" needs ``jvp`` and ``jvp_params``, the others ``vjp``) is not run: its row
+        says so under ``skipped``.
     y0 : array_like, shape (D,) or (B, D)
     t : array_like, shape (T,)
     loss : callable
@@ -135,7 +147,7 @@ def compare_gradients(f: VectorField, y0: ArrayLike, t: ArrayLike,
         Their error is O(ε²) (truncation) + O(fd_rtol/ε) (the reference solves' error).
     reference : dict, optional
         ``{"y0", "params", "t"}`` reference gradients (e.g. a closed form) instead of finite
-        differences; missing keys are not compared (NaN).
+        differences; missing keys are not compared (NaN), any other key is refused.
     verbose : bool
         Print the table (default True: this is a tool for reading).
 
@@ -153,8 +165,8 @@ def compare_gradients(f: VectorField, y0: ArrayLike, t: ArrayLike,
         differences cannot perturb the parameters: ``f.params`` returns a copy and the field
         has no setter (the message says how to fix the field).
     ValueError
-        Bad arguments (as ``odeint_adjoint``), or ``loss`` returns a gradient of the wrong
-        shape.
+        Bad arguments (as ``odeint_adjoint``), ``reference`` has a key other than "y0",
+        "params" and "t", or ``loss`` returns a gradient of the wrong shape.
 
     Notes
     -----
@@ -179,6 +191,7 @@ def compare_gradients(f: VectorField, y0: ArrayLike, t: ArrayLike,
     if not entries:
         raise ValueError("methods is empty; give at least one of "
                          f"{', '.join(ADJOINT_METHODS)}")
+    _check_reference(reference)
     solve_kw = dict(method=method, options=options, backend=backend)
     value, _ = _loss(loss, odeint(f, y0, t, rtol=rtol, atol=atol, **solve_kw))
     if reference is None:
@@ -192,7 +205,14 @@ def compare_gradients(f: VectorField, y0: ArrayLike, t: ArrayLike,
     result = GradientComparison(rows=[], reference=reference, value=value, title=title)
     for label, name, aopts in entries:
         kw = dict(solve_kw, rtol=rtol, atol=atol, adjoint_method=name, adjoint_options=aopts)
-        row = dict(method=label, warnings=[], error=None)
+        row = dict(method=label, warnings=[], error=None, skipped=None)
+        needs = FIELD_MEMBERS.get(name, ())     # an unknown name: odeint_adjoint says so
+        missing = missing_members(f, needs)
+        if missing:
+            row.update(skipped=(f"{name} needs {', '.join(needs)}; {type(f).__name__} has no "
+                                f"{', '.join(missing)}"), **_NOT_RUN)
+            result.rows.append(row)
+            continue
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
@@ -201,9 +221,7 @@ def compare_gradients(f: VectorField, y0: ArrayLike, t: ArrayLike,
                 g = _run(f, y0, t, loss, kw)
                 row["time_s"] = time.perf_counter() - start
         except SolverError as err:
-            row.update(error=f"{type(err).__name__}: {err}", time_s=np.nan, peak_kib=np.nan,
-                       nfev_forward=np.nan, nfev_backward=np.nan, err=np.nan,
-                       **{f"err_{p}": np.nan for p in _PARTS})
+            row.update(error=f"{type(err).__name__}: {err}", **_NOT_RUN)
             result.rows.append(row)
             continue
         row["warnings"] = sorted({w.category.__name__ for w in caught})
@@ -218,6 +236,26 @@ def compare_gradients(f: VectorField, y0: ArrayLike, t: ArrayLike,
     if verbose:
         print(result)
     return result
+
+
+def _check_reference(reference):
+    """Refuse a ``reference`` that is not a mapping or has a key that names no gradient
+    (a misspelt key would otherwise leave that part uncompared, NaN, without a word)."""
+    if reference is None:
+        return
+    if not isinstance(reference, Mapping):
+        raise TypeError(f"reference must be a dict of reference gradients with keys "
+                        f"{_valid_parts()}, got {type(reference).__name__}")
+    for key in reference:
+        if key not in _PARTS:
+            match = close_match(key, _PARTS) if isinstance(key, str) else None
+            hint = f"did you mean {match!r}? " if match else ""
+            raise ValueError(f"reference has an unknown key {key!r}: {hint}its keys are "
+                             f"{_valid_parts()} (leave a key out to not compare that part)")
+
+
+def _valid_parts():
+    return ", ".join(f"{p!r} ({_PART_NAMES[p]})" for p in _PARTS)
 
 
 def _method_entry(m):

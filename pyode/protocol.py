@@ -14,7 +14,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["VectorField", "has_per_sample_vjp", "n_params", "require", "row_args", "vjp_rows"]
+__all__ = ["VectorField", "has_per_sample_vjp", "missing_members", "n_params", "require",
+           "row_args", "vjp_rows"]
 
 
 @runtime_checkable
@@ -54,6 +55,11 @@ def n_params(f):
     return int(np.asarray(getattr(f, "params", np.zeros(0))).size)
 
 
+def missing_members(f, members):
+    """The names among ``members`` that ``f`` does not offer as callables, in order."""
+    return [m for m in members if not callable(getattr(f, m, None))]
+
+
 def require(f, members, why):
     """Raise TypeError naming the members of the protocol that ``f`` lacks.
 
@@ -65,7 +71,7 @@ def require(f, members, why):
     why : str
         Who needs them, for the message (e.g. ``"adjoint_method='forward'"``).
     """
-    missing = [m for m in members if not callable(getattr(f, m, None))]
+    missing = missing_members(f, members)
     if missing:
         raise TypeError(f"{why} needs a field with {', '.join(m + '(...)' for m in members)}; "
                         f"{type(f).__name__} has no {', '.join(missing)} (see the vector-field "

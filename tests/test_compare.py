@@ -239,3 +239,40 @@ def test_params_returning_a_copy_goes_through_the_setter():
                                rtol=1e-5)
     assert res.row("backsolve")["err_params"] <= 1e-5
     np.testing.assert_array_equal(f.params, [-0.7])          # restored
+
+
+class _NoJvpParams(Exponential):
+    """y' = λy with vjp and jvp but no jvp_params: every method but "forward" applies."""
+
+    jvp_params = None
+
+
+def test_a_method_the_field_cannot_run_is_skipped_with_the_reason():
+    # compare_gradients raised odeint_adjoint's TypeError from inside its loop, and the
+    # table of the other three methods was lost.
+    t = np.array([0.0, 0.4, 1.1])
+    res = compare_gradients(_NoJvpParams(-0.7), [2.0], t, _sum_loss, rtol=1e-9, atol=1e-11,
+                            backend="numpy", verbose=False,
+                            reference={"params": _decay_reference(-0.7, 2.0, t)})
+    fwd = res.row("forward")
+    assert fwd["skipped"] == "forward needs jvp, jvp_params; _NoJvpParams has no jvp_params"
+    assert fwd["error"] is None and np.isnan(fwd["err"]) and np.isnan(fwd["nfev_forward"])
+    assert "forward" not in res.gradients
+    assert "skipped: forward needs jvp, jvp_params" in str(res)
+    for m in ("backsolve", "checkpoint", "discrete"):
+        assert res.row(m)["skipped"] is None and res.row(m)["err_params"] <= C_GLOBAL * 1e-9
+
+
+def test_a_misspelt_reference_key_is_refused():
+    # {"param": ...} was ignored: err_params came out NaN ("not compared") without a word.
+    f = Exponential(-0.7)
+    with pytest.raises(ValueError, match=r"reference has an unknown key 'param': did you mean "
+                                         r"'params'\? its keys are 'y0' .*'params' .*'t' "):
+        compare_gradients(f, [2.0], [0.0, 1.0], _sum_loss, backend="numpy", verbose=False,
+                          reference={"y0": np.ones(1), "param": np.ones(1)})
+    with pytest.raises(ValueError, match=r"unknown key 'theta': its keys are"):
+        compare_gradients(f, [2.0], [0.0, 1.0], _sum_loss, verbose=False,
+                          reference={"theta": np.ones(1)})
+    with pytest.raises(TypeError, match="reference must be a dict .* got list"):
+        compare_gradients(f, [2.0], [0.0, 1.0], _sum_loss, verbose=False,
+                          reference=[np.ones(1)])
