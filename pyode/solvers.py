@@ -733,8 +733,10 @@ def check_attainable(rtol, atol, y):
         where = f"y0[{b}, {i}]" if y.shape[0] > 1 else f"component {i} of y0"
         raise ValueError(
             f"rtol/atol: rtol={rtol!r} and atol={atol!r} ask for errors far below the rounding "
-            f"error of {where} = {y[b, i]!r} (ε·|y0| = {eps * y_abs[b, i]:.3g} in {y.dtype}), "
-            f"which no step size can meet; use rtol >= {100 * eps:.1e} (relative control) or "
+            f"error of {where} = {y[b, i].item()!r} (ε·|y0| = {eps * y_abs[b, i]:.3g} in {y.dtype}), "
+            f"which no step size can meet (refused when atol + rtol·|y0| < {ROUNDING_FRACTION}"
+            f"·ε·|y0| = {ROUNDING_FRACTION * eps * y_abs[b, i]:.3g} there); use rtol >= "
+            f"{100 * eps:.1e} (relative control, errors of about 100 ulp) or "
             f"atol >= {eps * y_abs[b, i]:.3g} there")
 
 
@@ -1159,7 +1161,9 @@ def odeint(f: Field, y0: ArrayLike, t: ArrayLike, method: str = "dopri5", rtol: 
         a tuple, or ``args`` for an nn field (TypeError); a keyword pyode does
         not take (TypeError; for the names of scipy, torchdiffeq and diffrax, such as
         ``t_eval`` or ``adjoint_params``, it says what pyode calls them); a field that returns
-        a list, a tuple, a non-float dtype or a shape other than y's, or writes into ``y``.
+        None, a list or tuple for a batch ``y`` (for a single sample, a list, tuple or, with
+        D = 1, a scalar is converted), a non-float dtype or a shape other than y's, or writes
+        into ``y``.
     StepSizeUnderflowError, NonFiniteError, TooManyStepsError
         When the integration fails (all subclasses of ``pyode.SolverError``; for a batch,
         ``err.sample`` is the failing row).
