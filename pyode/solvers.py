@@ -733,7 +733,8 @@ def check_attainable(rtol, atol, y):
         where = f"y0[{b}, {i}]" if y.shape[0] > 1 else f"component {i} of y0"
         raise ValueError(
             f"rtol/atol: rtol={rtol!r} and atol={atol!r} ask for errors far below the rounding "
-            f"error of {where} = {y[b, i].item()!r} (ε·|y0| = {eps * y_abs[b, i]:.3g} in {y.dtype}), "
+            f"error of {where} = {y[b, i].item()!r} (ε·|y0| = {eps * y_abs[b, i]:.3g} in "
+            f"{y.dtype}), "
             f"which no step size can meet (refused when atol + rtol·|y0| < {ROUNDING_FRACTION}"
             f"·ε·|y0| = {ROUNDING_FRACTION * eps * y_abs[b, i]:.3g} there); use rtol >= "
             f"{100 * eps:.1e} (relative control, errors of about 100 ulp) or "
