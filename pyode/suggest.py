@@ -20,16 +20,18 @@ METHOD_NEIGHBOURS = {
     "dopri5": None,
     "rk23": "scipy's RK23 is Bogacki-Shampine 3(2): use method='bosh3'",
     "bogacki_shampine": "use method='bosh3' (Bogacki-Shampine 3(2))",
-    "dop853": ("pyode has no DOP853 (Dormand-Prince 8(5,3)) yet; use method='dopri5' with a "
-               "tighter rtol"),
-    "dopri8": ("pyode has no dopri8 yet; use method='dopri5' with a tighter rtol"),
-    "tsit5": ("pyode has no tsit5 (Tsitouras 5(4)) yet; method='dopri5' is the same order at "
-              "the same cost"),
-    "fehlberg2": "pyode has no fehlberg2; use method='bosh3' (adaptive, order 3(2))",
-    "adaptive_heun": "pyode has no adaptive_heun; use method='bosh3' (adaptive, order 3(2))",
-    "heun": "pyode has no heun; use method='midpoint' (also order 2, fixed step)",
-    "heun2": "pyode has no heun2; use method='midpoint' (also order 2, fixed step)",
-    "heun3": "pyode has no heun3; use method='rk4' (fixed step) or 'bosh3' (adaptive)",
+    "dop853": ("pyode has no DOP853 (Dormand-Prince 8(5,3)) yet; use method='tsit5' or "
+               "'dopri5' with a tighter rtol"),
+    "dopri8": ("pyode has no dopri8 yet; use method='tsit5' or 'dopri5' with a tighter rtol"),
+    "fehlberg2": "pyode has no fehlberg2; use method='heun_euler' (adaptive, order 2(1))",
+    "adaptive_heun": "torchdiffeq's adaptive_heun is method='heun_euler' (Heun 2(1))",
+    "heun": ("use method='heun_euler' (Heun's method, adaptive, Euler embedded) or "
+             "'ralston' (order 2, fixed step)"),
+    "heun2": ("pyode has no fixed-step heun2; use method='ralston' (also order 2, fixed step) "
+              "or 'heun_euler' (Heun's method, adaptive)"),
+    "rkf45": "use method='fehlberg45' (Runge-Kutta-Fehlberg 4(5))",
+    "fehlberg": "use method='fehlberg45' (Runge-Kutta-Fehlberg 4(5))",
+    "ssp_rk3": "use method='ssprk3' (Shu-Osher SSP RK3)",
     "explicit_adams": ("pyode has only Runge-Kutta methods (no Adams multistep methods); use "
                        "method='dopri5' (adaptive) or 'rk4' (fixed step)"),
     "implicit_adams": ("pyode has only explicit Runge-Kutta methods (no Adams methods); use "

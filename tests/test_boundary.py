@@ -149,7 +149,8 @@ def test_adjoint_of_a_user_field_goes_through_the_same_boundary():
 
 
 @pytest.mark.parametrize("name, expect", [("RK45", "'dopri5'"), ("RK23", "'bosh3'"),
-                                          ("tsit5", "'dopri5'"), ("adams", "Runge-Kutta"),
+                                          ("adaptive_heun", "'heun_euler'"),
+                                          ("adams", "Runge-Kutta"),
                                           ("DOP853", "'dopri5'"), ("RK4", "did you mean "
                                                                           "method='rk4'"),
                                           ("Radau", "solve_ivp"), ("dorpi5", "'dopri5'")])
@@ -157,7 +158,7 @@ def test_neighbouring_method_names_say_what_pyode_calls_them(name, expect):
     with pytest.raises(ValueError, match=f"method='{name}' is not known") as err:
         odeint(lambda t, y: -y, np.array([1.0]), T, method=name)
     assert expect in str(err.value)
-    assert "valid methods: bosh3, dopri5" in str(err.value)
+    assert "valid methods: bosh3, dopri5, euler, fehlberg45, heun3, heun_euler" in str(err.value)
 
 
 @pytest.mark.parametrize("solve", [odeint, odeint_adjoint])

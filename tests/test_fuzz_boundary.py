@@ -72,8 +72,8 @@ INTERNAL_MESSAGES = (
 )
 
 METHODS = sorted(pyode.METHODS)
-FIXED_ORDER = {"euler": 1, "midpoint": 2, "rk4": 4}
-BAD_METHODS = ["RK45", "DOP853", "LSODA", "Radau", "tsit5", "rk45", "Euler", "", None, 3,
+FIXED_ORDER = {name: tab.order for name, tab in pyode.METHODS.items() if not tab.adaptive}
+BAD_METHODS = ["RK45", "DOP853", "LSODA", "Radau", "Tsit5", "rk45", "Euler", "", None, 3,
                "dopri8"]
 BAD_BACKENDS = ["gpu", "NUMPY", "", None, 0, "jax"]
 

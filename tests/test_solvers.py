@@ -16,8 +16,8 @@ from pyode.errors import (NonFiniteError, SolverError, StepSizeUnderflowError,
 from pyode.solvers import dense_output, integrate_fixed, odeint, rk_step
 from pyode.tableaus import METHODS, ButcherTableau
 
-FIXED = ("euler", "midpoint", "rk4")
-ADAPTIVE = ("bosh3", "dopri5")
+FIXED = tuple(name for name, tab in METHODS.items() if not tab.adaptive)
+ADAPTIVE = tuple(name for name, tab in METHODS.items() if tab.adaptive)
 SLOPE_MARGIN = 0.3
 
 
@@ -91,6 +91,12 @@ CONVERGENCE_CASES = [METHODS[name] for name in FIXED + ADAPTIVE] + \
 # Coarsest step per order: small enough to be in the asymptotic regime, large enough that the
 # finest of the four halvings still has an error ≥ 1e-12, a thousand times above rounding.
 COARSEST_STEP = {1: 0.02, 2: 0.05, 3: 0.05, 4: 0.1, 5: 0.2}
+# Methods whose asymptotic regime starts elsewhere, as (coarsest step, number of steps sizes):
+# fehlberg45's order-6 error terms are large next to its order-5 ones (on riccati from h = 0.2
+# the error falls as h^5.38, h^5.22, h^5.12, h^5.06 over successive halvings), likewise its
+# embedded order-4 solution; tsit5's are so small that from h = 0.2 the first halving gives
+# h^3.55, and a fourth halving from 0.1 reaches 3e-14, near rounding — three sizes from 0.1.
+COARSEST_STEP_OF = {"fehlberg45": (0.1, 4), "fehlberg45_embedded": (0.05, 4), "tsit5": (0.1, 3)}
 
 
 @pytest.mark.parametrize("problem", ["linear", "riccati"])
@@ -101,7 +107,8 @@ def test_convergence_order(tab, problem):
     p = ZOO[problem]()
     T = 1.0
     ref = p.solution([T])[0]
-    hs = COARSEST_STEP[tab.order] / 2.0 ** np.arange(4)
+    h0, n = COARSEST_STEP_OF.get(tab.name, (COARSEST_STEP[tab.order], 4))
+    hs = h0 / 2.0 ** np.arange(n)
     errs = [np.max(np.abs(fixed_solve(p.field, p.y0, [0.0, T], tab, h)[-1] - ref)) for h in hs]
     assert min(errs) > 1e-13                       # the measurement is above rounding
     assert abs(measured_slope(hs, errs) - tab.order) <= SLOPE_MARGIN, errs
@@ -147,7 +154,7 @@ def test_odeint_fixed_is_the_stage_loop(method):
 # 3. Adaptive methods against exact / DOP853 references, forward and backward in time.
 # ---------------------------------------------------------------------------------------------
 
-RTOL = {"dopri5": 1e-8, "bosh3": 1e-6}
+RTOL = {"dopri5": 1e-8, "tsit5": 1e-8, "fehlberg45": 1e-8, "bosh3": 1e-6, "heun_euler": 1e-5}
 ATOL = 1e-10
 # The controller keeps every step's *local* error estimate below atol + rtol·|y|. The global
 # error is the sum of the propagated local errors; on these non-stiff problems over one or two
@@ -167,6 +174,13 @@ FORWARD = ["linear", "decay", "growth", "rotation", "riccati", "forced_decay",
 BACKWARD = [name for name in FORWARD if name != "van_der_pol"]
 
 
+# fehlberg45's outputs between step ends come from the cubic Hermite interpolant (order 3)
+# while its steps are of order 5: at rtol 1e-8 the interpolant's O(h⁴) error is ~400× the
+# tolerance. For it these tests compare the step ends only (t0, t1; the last step is clipped
+# to t1); its interpolant is the one bosh3 is tested with, and README says so.
+N_OUT_OF = {"fehlberg45": 2}
+
+
 def scaled_error(ys, ref, rtol, atol):
     scale = atol + rtol * np.max(np.abs(ref), axis=-1, keepdims=True)
     return np.max(np.abs(ys - ref) / scale)
@@ -176,7 +190,7 @@ def scaled_error(ys, ref, rtol, atol):
 @pytest.mark.parametrize("problem", FORWARD)
 def test_forward_against_reference(problem, method):
     p = ZOO[problem]()
-    t = np.linspace(p.t0, p.t1, N_OUT)
+    t = np.linspace(p.t0, p.t1, N_OUT_OF.get(method, N_OUT))
     ref = p.solution(t)
     ys = solve(p.field, p.y0, t, method=method, rtol=RTOL[method], atol=ATOL)
     assert ys.shape == ref.shape
@@ -189,7 +203,7 @@ def test_forward_against_reference(problem, method):
 def test_backward_against_reference(problem, method):
     # Start from the reference at t1 and integrate to t0 through decreasing output times.
     p = ZOO[problem]()
-    t = np.linspace(p.t1, p.t0, N_OUT)
+    t = np.linspace(p.t1, p.t0, N_OUT_OF.get(method, N_OUT))
     ref = p.solution(t)
     ys = solve(p.field, ref[0], t, method=method, rtol=RTOL[method], atol=ATOL)
     assert scaled_error(ys, ref, RTOL[method], ATOL) < C_GLOBAL

@@ -190,12 +190,14 @@ def test_embedded_order(name):
 
 
 def test_known_orders():
-    # The names promise these orders (HNW I; Bogacki & Shampine 1989; Dormand & Prince 1980).
-    got = {name: (tab.order, tab.error_order) for name, tab in METHODS.items()}
-    assert got == {"euler": (1, None), "midpoint": (2, None), "rk4": (4, None),
-                   "bosh3": (3, 2), "dopri5": (5, 4)}
-    assert {name: tab.n_stages for name, tab in METHODS.items()} == \
-        {"euler": 1, "midpoint": 2, "rk4": 4, "bosh3": 4, "dopri5": 7}
+    # The names promise these orders (HNW I; Ralston 1962; Shu & Osher 1988; Bogacki & Shampine
+    # 1989; Fehlberg 1969; Dormand & Prince 1980; Tsitouras 2011). Stage counts include the
+    # appended FSAL stage of heun_euler and fehlberg45.
+    got = {name: (tab.order, tab.error_order, tab.n_stages) for name, tab in METHODS.items()}
+    assert got == {"euler": (1, None, 1), "midpoint": (2, None, 2), "ralston": (2, None, 2),
+                   "heun3": (3, None, 3), "ssprk3": (3, None, 3), "rk4": (4, None, 4),
+                   "heun_euler": (2, 1, 3), "bosh3": (3, 2, 4), "fehlberg45": (5, 4, 7),
+                   "dopri5": (5, 4, 7), "tsit5": (5, 4, 7)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -223,17 +225,21 @@ def test_dense_output_endpoints(name):
     assert np.max(np.abs(dP1 - es)) <= 10 * TOL
 
 
-def test_dopri5_dense_output_has_continuous_order_4():
+@pytest.mark.parametrize("name", ["dopri5", "tsit5"])
+def test_own_dense_output_has_continuous_order_4(name):
     # A continuous extension of order 4 satisfies Σ bᵢ(θ) Φᵢ(τ) = θ^|τ| / γ(τ) for every tree
     # of order ≤ 4 and every θ (HNW I, §II.6: the order conditions of a continuous extension,
     # Σ bᵢ(θ) Φᵢ(τ) = θ^ρ(τ)/γ(τ)). The plain Hermite cubic would not.
-    tab = METHODS["dopri5"]
+    # Tolerance: tsit5's polynomials are printed to 16 digits with coefficients up to ~90, so
+    # the rounding of a condition scales with the largest row sum of |P| (1 for fractions).
+    tab = METHODS[name]
+    tol = TOL * max(1.0, np.abs(tab.P).sum(axis=1).max())
     for theta in (0.1, 0.3, 0.5, 0.77, 1.0):
         bt = dense_weights(tab, theta)
         for order in range(1, 5):
             for tree in trees_of_order(order):
                 got = bt @ _phi(tree, tab.A)
-                assert abs(got - theta ** order / _gamma(tree)) <= TOL, (theta, tree)
+                assert abs(got - theta ** order / _gamma(tree)) <= tol, (theta, tree)
     # …and it is not of order 5 at θ = 1/2.
     bt = dense_weights(tab, 0.5)
     miss = [abs(bt @ _phi(t, tab.A) - 0.5 ** 5 / _gamma(t)) for t in trees_of_order(5)]
@@ -294,11 +300,29 @@ def test_bad_error_weights_raise():
     ButcherTableau(name="ok", b_err=bosh.b_err + np.array([1e-16, 0, 0, 0]), **base)
 
 
-def test_embedded_pair_must_be_fsal():
-    rk4 = METHODS["rk4"]
-    with pytest.raises(ValueError, match="FSAL"):
-        ButcherTableau(name="bad", c=rk4.c, A=rk4.A, b=rk4.b, order=4,
-                       b_err=np.array([0.5, -0.5, 0.0, 0.0]), error_order=1)
+def test_embedded_pair_that_is_not_fsal_gets_the_end_stage_appended():
+    # Heun with Euler embedded, as printed (2 stages, not FSAL): stored with a third stage at
+    # c = 1 whose A row is b, weight 0 — so it is FSAL and the order conditions are unchanged.
+    tab = ButcherTableau(name="he", b_err=[-0.5, 0.5], error_order=1, **HEUN)
+    assert tab.fsal and tab.fsal_appended and tab.n_stages == 3
+    np.testing.assert_array_equal(tab.c, [0.0, 1.0, 1.0])
+    np.testing.assert_array_equal(tab.A[2], [0.5, 0.5, 0.0])
+    np.testing.assert_array_equal(tab.b, [0.5, 0.5, 0.0])
+    np.testing.assert_array_equal(tab.b_err, [-0.5, 0.5, 0.0])
+    assert np.max(written_residuals(tab.b, tab.A, tab.c, 2)) <= TOL
+    # An FSAL pair as printed is stored as printed.
+    assert not METHODS["dopri5"].fsal_appended and METHODS["dopri5"].n_stages == 7
+
+
+def test_dense_P_must_reproduce_b():
+    tsit5 = METHODS["tsit5"]
+    base = dict(c=tsit5.c, A=tsit5.A, b=tsit5.b, b_err=tsit5.b_err, order=5, error_order=4)
+    bad = tsit5.P.copy()
+    bad[3, 2] += 1e-6
+    with pytest.raises(ValueError, match="dense_P"):
+        ButcherTableau(name="bad", dense_P=bad, **base)
+    with pytest.raises(ValueError, match="not both"):
+        ButcherTableau(name="bad", dense_P=tsit5.P, dense_d=np.zeros(7), **base)
 
 
 def test_get_tableau():
