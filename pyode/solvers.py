@@ -52,7 +52,7 @@ class SolveInfo:
     Attributes
     ----------
     nfev : int or ndarray of int, shape (B,)
-        Evaluations of the field per sample. Adaptive FSAL methods (dopri5, bosh3):
+        Evaluations of the field per sample. Adaptive methods (all FSAL, see ``pyode.tableaus``):
         ``nfev = 1 + n_init + (s − 1)·(n_accepted + n_rejected)`` where s is the number of
         stages (7 for dopri5, 4 for bosh3) and ``n_init`` is 1 when the first step is chosen by
         Hairer's algorithm (one probe evaluation) and 0 when ``options['first_step']`` is given.
@@ -1123,8 +1123,10 @@ def odeint(f: Field, y0: ArrayLike, t: ArrayLike, method: str = "dopri5", rtol: 
     t : array_like, shape (T,), T >= 2
         Strictly increasing or strictly decreasing output times; ``t[0]`` is the initial time.
     method : str
-        One of ``pyode.METHODS``: adaptive ``"dopri5"`` (default), ``"bosh3"``; fixed-step
-        ``"euler"``, ``"midpoint"``, ``"rk4"`` (these need ``options={"step_size": h}``; each
+        One of ``pyode.METHODS``: adaptive ``"dopri5"`` (default), ``"tsit5"``,
+        ``"fehlberg45"``, ``"bosh3"``, ``"heun_euler"``; fixed-step ``"euler"``,
+        ``"midpoint"``, ``"ralston"``, ``"heun3"``, ``"ssprk3"``, ``"rk4"`` (these need
+        ``options={"step_size": h}``; each
         interval between output times is split into ⌈|Δt| / h⌉ equal steps, so every output
         time is a step end and no step is longer than h).
     rtol, atol : float (atol may be an array (D,))
